@@ -1,0 +1,219 @@
+"""Attribute Localization Module (ALM), paper Sec. 3.2, eq. 3-4, batched over attributes.
+
+One :class:`AttributeLocalization` holds the M ALMs of one pyramid level and computes them
+together. Per attribute m, on the level's features X of shape [B, C, H, W], the authors' module is
+
+    a_m      = sigmoid(W2_m relu(W1_m GAP(X) + b1_m) + b2_m)          channel attention
+    F_m      = X * a_m + X                                               residual re-weighting
+    theta_m  = Linear_m(pool(F_m)) -> [[s_x, 0, t_x], [0, s_y, t_y]]     eq. 3, box
+    y_m      = Linear_m(GAP(grid_sample(F_m, affine_grid(theta_m))))     eq. 4, prediction
+
+Computing that literally needs a [B, M, C, H, W] tensor and a Python loop. Two identities avoid
+both (ALM_FACTS §3):
+
+* ``F_m = X * (1 + a_m)`` with ``1 + a_m > 0`` per channel, so ``pool(F_m) = (1 + a_m) * pool(X)``
+  for average and for max pooling alike.
+* With an axis-aligned theta, bilinear ``grid_sample`` is separable: output pixel (i, j) is
+  ``sum_{h,w} Ky[i, h] Kx[j, w] F[h, w]``. Averaging over output pixels gives
+  ``GAP(grid_sample(F)) = sum_{h,w} ky[h] kx[w] F[h, w]`` with ``ky = mean_i Ky[i, :]`` and
+  ``kx = mean_j Kx[j, :]``. Everything after the sampler is linear in X, so all attributes share
+  one batched matrix product of X with their [H*W] sampling marginals.
+
+The result equals the per-attribute computation (including gradients) up to float rounding;
+``tests/test_alm.py`` checks it against a literal per-attribute reference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+BOX_POOLINGS = ("avg", "max")
+PADDING_MODES = ("border", "zeros")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def affine_grid_coords(size: int, align_corners: bool, like: Tensor) -> Tensor:
+    """Normalised target coordinates that ``F.affine_grid`` uses along one axis.
+
+    Returns:
+        A [size] tensor in [-1, 1], computed exactly as PyTorch's affine_grid does.
+    """
+    if size <= 1:
+        return torch.zeros(size, dtype=like.dtype, device=like.device)
+    coords = torch.linspace(-1.0, 1.0, size, dtype=like.dtype, device=like.device)
+    if not align_corners:
+        coords = coords * (size - 1) / size
+    return coords
+
+
+def unnormalize_coords(coords: Tensor, size: int, align_corners: bool) -> Tensor:
+    """Map normalised coordinates in [-1, 1] to pixel indices as ``F.grid_sample`` does."""
+    if align_corners:
+        return (coords + 1) / 2 * (size - 1)
+    return ((coords + 1) * size - 1) / 2
+
+
+def sampling_marginal(
+    scale: Tensor, shift: Tensor, size: int, *, align_corners: bool, padding_mode: str
+) -> Tensor:
+    """Average bilinear sampling weight of every input position along one axis.
+
+    For the 1-D transform ``source = scale * target + shift`` (one row of eq. 3), bilinear
+    sampling puts weight ``max(0, 1 - |source_pixel - k|)`` on input index k. Averaging those
+    weights over the ``size`` output positions gives the axis' share of GAP(grid_sample(.)).
+
+    Args:
+        scale: s_x or s_y, shape [B, M].
+        shift: t_x or t_y, shape [B, M].
+        size: input (= output) length along the axis.
+        align_corners: grid convention, as in ``F.affine_grid`` / ``F.grid_sample``.
+        padding_mode: "border" clamps source pixels into the map; "zeros" drops taps outside.
+
+    Returns:
+        Weights of shape [B, M, size].
+    """
+    target = affine_grid_coords(size, align_corners, scale)  # [size_out]
+    source = scale[..., None] * target + shift[..., None]  # [B, M, size_out]   eq. 3
+    pixel = unnormalize_coords(source, size, align_corners)  # [B, M, size_out]
+    if padding_mode == "border":
+        pixel = pixel.clamp(0, size - 1)
+    taps = torch.arange(size, dtype=pixel.dtype, device=pixel.device)  # [size_in]
+    tent = (1 - (pixel[..., None] - taps).abs()).clamp(min=0)  # [B, M, size_out, size_in]
+    # Taps outside [0, size) simply do not exist here, which is exactly zeros padding.
+    return tent.mean(dim=-2)  # [B, M, size_in]
+
+
+def boxes_from_theta(theta_raw: Tensor) -> Tensor:
+    """Constrain raw box outputs (paper: s in (0, 1) by sigmoid, t in (-1, 1) by tanh).
+
+    Args:
+        theta_raw: [..., 4] linear outputs.
+
+    Returns:
+        [..., 4] boxes ordered (s_x, s_y, t_x, t_y).
+    """
+    scales = torch.sigmoid(theta_raw[..., :2])
+    shifts = torch.tanh(theta_raw[..., 2:])
+    return torch.cat([scales, shifts], dim=-1)
+
+
+class AttributeLocalization(nn.Module):
+    """The M Attribute Localization Modules of one feature level, computed in one pass.
+
+    Parameters are stacked per attribute so that attribute m's slice holds exactly the weights of
+    the authors' m-th module (SE convs ``conv1``/``conv2``, ``stn`` Linear(C, 4), ``fc``
+    Linear(C, 1)). Per module: C^2/8 + 6C + C/16 + 5 parameters.
+
+    Args:
+        channels: C, channels of the level's features.
+        num_attrs: M.
+        reduction: channel-attention bottleneck ratio (16 in the paper).
+        box_pooling: pooling before the box regressor: "avg" (authors' code) or "max".
+        padding_mode: sampler padding: "border" (authors' code) or "zeros".
+        align_corners: sampler grid convention; True is how the authors' PyTorch <= 1.2 sampled.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_attrs: int,
+        *,
+        reduction: int = 16,
+        box_pooling: str = "avg",
+        padding_mode: str = "border",
+        align_corners: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_choice("box_pooling", box_pooling, BOX_POOLINGS)
+        _check_choice("padding_mode", padding_mode, PADDING_MODES)
+        if channels % reduction:
+            raise ValueError(f"channels ({channels}) must be divisible by reduction ({reduction})")
+        self.channels = channels
+        self.num_attrs = num_attrs
+        self.box_pooling = box_pooling
+        self.padding_mode = padding_mode
+        self.align_corners = align_corners
+        hidden = channels // reduction
+        m, c = num_attrs, channels
+        # Channel attention (SE): W1 [C -> C/16], W2 [C/16 -> C], both with bias.
+        self.se_reduce_weight = nn.Parameter(torch.empty(m, hidden, c))
+        self.se_reduce_bias = nn.Parameter(torch.empty(m, hidden))
+        self.se_expand_weight = nn.Parameter(torch.empty(m, c, hidden))
+        self.se_expand_bias = nn.Parameter(torch.empty(m, c))
+        # Box regressor Linear(C, 4) and classifier Linear(C, 1).
+        self.box_weight = nn.Parameter(torch.empty(m, 4, c))
+        self.box_bias = nn.Parameter(torch.empty(m, 4))
+        self.cls_weight = nn.Parameter(torch.empty(m, c))
+        self.cls_bias = nn.Parameter(torch.empty(m))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default Linear / Conv init per attribute: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+        No identity init of the box, as in the authors' code.
+        """
+        fan_ins = {
+            "se_reduce": self.channels,
+            "se_expand": self.se_expand_weight.shape[-1],
+            "box": self.channels,
+            "cls": self.channels,
+        }
+        for prefix, fan_in in fan_ins.items():
+            bound = 1 / math.sqrt(fan_in)
+            nn.init.uniform_(getattr(self, f"{prefix}_weight"), -bound, bound)
+            nn.init.uniform_(getattr(self, f"{prefix}_bias"), -bound, bound)
+
+    def channel_attention(self, pooled: Tensor) -> Tensor:
+        """SE attention of every attribute from GAP(X) [B, C]; returns a [B, M, C] in (0, 1)."""
+        hidden = torch.einsum("bc,mkc->bmk", pooled, self.se_reduce_weight)  # [B, M, C/16]
+        hidden = F.relu(hidden + self.se_reduce_bias)
+        logits = torch.einsum("bmk,mck->bmc", hidden, self.se_expand_weight)  # [B, M, C]
+        return torch.sigmoid(logits + self.se_expand_bias)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Predict every attribute from one level.
+
+        Args:
+            x: the level's features X, [B, C, H, W].
+
+        Returns:
+            logits [B, M] and boxes [B, M, 4] as (s_x, s_y, t_x, t_y) of eq. 3.
+        """
+        _, _, height, width = x.shape
+        x_flat = x.flatten(2)  # [B, C, H*W]
+        # GAP as a scaled sum: the backward of a sum is a broadcast view, whereas that of mean
+        # materialises a full [B, C, H*W] gradient (a measurable cost at the 3b level).
+        x_mean = x_flat.sum(dim=-1) * (1.0 / (height * width))  # [B, C]   GAP(X)
+        attention = self.channel_attention(x_mean)  # [B, M, C]   a_m
+        reweight = 1 + attention  # [B, M, C]   F_m = X * a_m + X = X * (1 + a_m)
+
+        x_pool = x_mean if self.box_pooling == "avg" else x_flat.amax(dim=-1)  # [B, C]
+        f_pool = reweight * x_pool[:, None, :]  # [B, M, C]   pool(F_m)
+        theta_raw = torch.einsum("bmc,mfc->bmf", f_pool, self.box_weight) + self.box_bias
+        boxes = boxes_from_theta(theta_raw)  # [B, M, 4]   (s_x, s_y, t_x, t_y)
+
+        sampler = dict(align_corners=self.align_corners, padding_mode=self.padding_mode)
+        k_y = sampling_marginal(boxes[..., 1], boxes[..., 3], height, **sampler)  # [B, M, H]
+        k_x = sampling_marginal(boxes[..., 0], boxes[..., 2], width, **sampler)  # [B, M, W]
+        k_yx = (k_y[..., :, None] * k_x[..., None, :]).flatten(2)  # [B, M, H*W]
+        # x_flat stays the left operand so that the gradient w.r.t. X comes out contiguous.
+        x_sampled = torch.bmm(x_flat, k_yx.transpose(1, 2)).transpose(1, 2)  # [B, M, C]
+        f_sampled = reweight * x_sampled  # [B, M, C]   GAP(grid_sample(F_m))
+
+        logits = (f_sampled * self.cls_weight).sum(dim=-1) + self.cls_bias  # [B, M]   eq. 4
+        return logits, boxes
+
+    def extra_repr(self) -> str:
+        return (
+            f"channels={self.channels}, num_attrs={self.num_attrs}, "
+            f"box_pooling={self.box_pooling!r}, padding_mode={self.padding_mode!r}, "
+            f"align_corners={self.align_corners}"
+        )

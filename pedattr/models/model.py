@@ -1,0 +1,204 @@
+"""The ALM network (paper Fig. 2) and the plain baseline, with their builder.
+
+Both models take RGB images in [0, 1] of shape [B, 3, H, W] and return a :class:`ModelOutput`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+from torch import Tensor, nn
+
+from pedattr.models.alm import AttributeLocalization
+from pedattr.models.backbones import build_backbone
+from pedattr.models.normalization import InputNormalization
+from pedattr.models.pyramid import FeaturePyramid
+
+ARCHS = ("alm", "baseline")
+FUSIONS = ("max", "mean")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model; a checkpoint stores it next to the weights.
+
+    Defaults follow the authors' released code (ALM_FACTS §2-3): bilinear top-down upsampling,
+    average-pooled box regression, border padding and the align_corners=True grid of the
+    PyTorch they trained with; ImageNet RGB normalisation; max voting over the four branches.
+    """
+
+    arch: str = "alm"
+    backbone: str = "bninception"
+    attribute_names: tuple[str, ...] = ()
+    normalization: str = "imagenet"
+    input_size: tuple[int, int] = (256, 128)
+    pyramid_dim: int = 256
+    upsample: str = "bilinear"
+    box_pooling: str = "avg"
+    padding_mode: str = "border"
+    align_corners: bool = True
+    fusion: str = "max"
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        if not self.attribute_names:
+            raise ValueError("a model needs at least one attribute name")
+        if len(set(self.attribute_names)) != len(self.attribute_names):
+            raise ValueError("attribute names must be unique")
+        # Normalise sequences so that a config read back from JSON compares equal.
+        object.__setattr__(self, "attribute_names", tuple(self.attribute_names))
+        object.__setattr__(self, "input_size", tuple(int(s) for s in self.input_size))
+
+    @property
+    def num_attrs(self) -> int:
+        return len(self.attribute_names)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        """Rebuild from :meth:`to_dict` output; unknown keys are an error that names them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class ModelOutput:
+    """What a forward returns.
+
+    Attributes:
+        logits: fused logits [B, M] (max or mean over ``branch_logits``).
+        branch_logits: the separately supervised logit vectors, each [B, M]: for ALM the
+            3b, 4d and 5b levels then the global branch; for the baseline just one.
+        boxes: for ALM, every attribute's box at each level, [B, levels, M, 4] as
+            (s_x, s_y, t_x, t_y) of eq. 3 in normalised feature-map coordinates; None otherwise.
+    """
+
+    logits: Tensor
+    branch_logits: tuple[Tensor, ...]
+    boxes: Tensor | None = field(default=None)
+
+
+def fuse_logits(branch_logits: Sequence[Tensor], fusion: str) -> Tensor:
+    """Max voting (the paper's inference) or averaging (Table 1 variant) over branches."""
+    stacked = torch.stack(tuple(branch_logits), dim=0)  # [branches, B, M]
+    return stacked.amax(dim=0) if fusion == "max" else stacked.mean(dim=0)
+
+
+class AttributeModel(nn.Module):
+    """Shared plumbing: normalisation, backbone and the configuration that built them."""
+
+    def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
+        super().__init__()
+        self.config = config
+        self.normalize = InputNormalization(config.normalization)
+        self.backbone = backbone
+
+    @property
+    def attribute_names(self) -> tuple[str, ...]:
+        return self.config.attribute_names
+
+    def global_logits(self, top: Tensor) -> Tensor:
+        return self.global_fc(top.mean(dim=(2, 3)))  # [B, M]
+
+
+class BaselineNet(AttributeModel):
+    """Backbone, global average pooling of the last tap, Linear(C, M) (paper's baseline)."""
+
+    def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
+        super().__init__(config, backbone)
+        self.global_fc = nn.Linear(backbone.feature_info[-1]["num_chs"], config.num_attrs)
+
+    def forward(self, images: Tensor) -> ModelOutput:
+        top = self.backbone(self.normalize(images))[-1]  # [B, C, h, w]
+        logits = self.global_logits(top)
+        return ModelOutput(logits=logits, branch_logits=(logits,))
+
+
+class ALMNet(AttributeModel):
+    """Backbone taps -> feature pyramid -> one ALM group per level, plus the global branch."""
+
+    def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
+        super().__init__(config, backbone)
+        tap_channels = [info["num_chs"] for info in backbone.feature_info]
+        self.pyramid = FeaturePyramid(
+            tap_channels, dim=config.pyramid_dim, upsample=config.upsample
+        )
+        self.alms = nn.ModuleList(
+            AttributeLocalization(
+                channels,
+                config.num_attrs,
+                box_pooling=config.box_pooling,
+                padding_mode=config.padding_mode,
+                align_corners=config.align_corners,
+            )
+            for channels in self.pyramid.out_channels
+        )
+        self.global_fc = nn.Linear(tap_channels[-1], config.num_attrs)
+
+    def forward(self, images: Tensor) -> ModelOutput:
+        taps = self.backbone(self.normalize(images))  # strides 8, 16, 32
+        levels = self.pyramid(taps)  # X_1, X_2, X_3
+        per_level = [alm(x) for alm, x in zip(self.alms, levels, strict=True)]
+        level_logits = [logits for logits, _ in per_level]  # 3 x [B, M]
+        level_boxes = [boxes for _, boxes in per_level]  # 3 x [B, M, 4]
+        branch_logits = (*level_logits, self.global_logits(taps[-1]))
+        return ModelOutput(
+            logits=fuse_logits(branch_logits, self.config.fusion),
+            branch_logits=branch_logits,
+            boxes=torch.stack(level_boxes, dim=1),  # [B, levels, M, 4]
+        )
+
+
+def build_from_config(
+    config: ModelConfig, *, pretrained: str | os.PathLike | None = None
+) -> AttributeModel:
+    """Build a model from its configuration; ``pretrained`` is a local backbone weights file."""
+    backbone = build_backbone(config.backbone, pretrained=pretrained)
+    model_class = ALMNet if config.arch == "alm" else BaselineNet
+    return model_class(config, backbone)
+
+
+def build_model(
+    arch: str = "alm",
+    *,
+    backbone: str = "bninception",
+    num_attrs: int | None = None,
+    attribute_names: Sequence[str] | None = None,
+    pretrained: str | os.PathLike | None = None,
+    **options,
+) -> AttributeModel:
+    """Build an ALM or baseline model.
+
+    Args:
+        arch: "alm" or "baseline".
+        backbone: "bninception", "timm:<name>" or "torchvision:<name>".
+        num_attrs: number of attributes when no names are given (names become attr_00, ...).
+        attribute_names: the attributes, in output order.
+        pretrained: local file with ImageNet weights for the backbone; nothing is downloaded.
+        **options: any other :class:`ModelConfig` field (normalization, input_size, pyramid_dim,
+            upsample, box_pooling, padding_mode, align_corners, fusion).
+
+    Example:
+        >>> model = build_model("alm", backbone="bninception", num_attrs=51)
+    """
+    if attribute_names is None:
+        if num_attrs is None:
+            raise ValueError("give num_attrs or attribute_names")
+        attribute_names = [f"attr_{i:02d}" for i in range(num_attrs)]
+    elif num_attrs is not None and num_attrs != len(attribute_names):
+        raise ValueError(f"num_attrs={num_attrs} but {len(attribute_names)} attribute names given")
+    config = ModelConfig.from_dict(
+        dict(arch=arch, backbone=backbone, attribute_names=tuple(attribute_names), **options)
+    )
+    return build_from_config(config, pretrained=pretrained)

@@ -1,0 +1,57 @@
+"""Input normalisation, kept inside the model so a checkpoint or an ONNX file carries it.
+
+Models take RGB images scaled to [0, 1]. BN-Inception's public weights were trained on BGR
+images in 0..255 minus a per-channel mean ("caffe"); the authors' code, like most later code,
+feeds ImageNet-normalised RGB instead and fine-tunes through the mismatch ("imagenet").
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class NormalizationSpec:
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    bgr: bool = False
+    scale: float = 1.0
+
+
+NORMALIZATIONS = {
+    "imagenet": NormalizationSpec(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+    "caffe": NormalizationSpec(
+        mean=(104.0, 117.0, 128.0), std=(1.0, 1.0, 1.0), bgr=True, scale=255.0
+    ),
+}
+
+
+class InputNormalization(nn.Module):
+    """RGB in [0, 1] -> the backbone's input convention (channel order, range, mean, std)."""
+
+    def __init__(self, name: str = "imagenet") -> None:
+        super().__init__()
+        if name not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {sorted(NORMALIZATIONS)}, got {name!r}")
+        self.name = name
+        spec = NORMALIZATIONS[name]
+        self.bgr = spec.bgr
+        # Fold scale into the affine map: (x * scale - mean) / std = x * a + b.
+        a = torch.tensor([spec.scale / s for s in spec.std]).view(1, 3, 1, 1)
+        b = torch.tensor([-m / s for m, s in zip(spec.mean, spec.std, strict=True)]).view(
+            1, 3, 1, 1
+        )
+        # Not persistent: derived from the name, which the checkpoint records.
+        self.register_buffer("multiplier", a, persistent=False)
+        self.register_buffer("offset", b, persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        if self.bgr:
+            images = images.flip(1)
+        return images * self.multiplier + self.offset
+
+    def extra_repr(self) -> str:
+        return f"{self.name!r}: {asdict(NORMALIZATIONS[self.name])}"

@@ -1,0 +1,81 @@
+"""The batched ALM equals the literal per-attribute ALM: outputs and gradients."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from pedattr.models.alm import AttributeLocalization
+from tests.reference_alm import ReferenceALMLevel, copy_reference_into_batched
+
+# The three pyramid levels at 256x128 input: (C, H, W) for 3b, 4d, 5b.
+LEVELS = [(768, 32, 16), (512, 16, 8), (256, 8, 4)]
+OPTIONS = list(itertools.product(("avg", "max"), ("border", "zeros"), (True, False)))
+
+
+def _pair(channels: int, num_attrs: int, box_pooling: str, padding: str, corners: bool, seed: int):
+    torch.manual_seed(seed)
+    options = dict(box_pooling=box_pooling, padding_mode=padding, align_corners=corners)
+    reference = ReferenceALMLevel(num_attrs, channels, **options).double()
+    batched = AttributeLocalization(channels, num_attrs, **options).double()
+    # Random parameters with a spread wide enough that boxes vary and leave the map.
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.normal_(0, 0.3)
+    copy_reference_into_batched(reference, batched)
+    return reference, batched
+
+
+def _compare(reference, batched, x: torch.Tensor, tol: float = 1e-4) -> None:
+    x_ref = x.clone().requires_grad_(True)
+    x_bat = x.clone().requires_grad_(True)
+    logits_ref, boxes_ref = reference(x_ref)
+    logits_bat, boxes_bat = batched(x_bat)
+    torch.testing.assert_close(logits_bat, logits_ref, atol=tol, rtol=tol)
+    torch.testing.assert_close(boxes_bat, boxes_ref, atol=tol, rtol=tol)
+
+    upstream = torch.randn_like(logits_ref)
+    (logits_ref * upstream).sum().backward()
+    (logits_bat * upstream).sum().backward()
+    torch.testing.assert_close(x_bat.grad, x_ref.grad, atol=tol, rtol=tol)
+    ref_box_grad = torch.stack([lin.weight.grad for lin in reference.stn_list])
+    torch.testing.assert_close(batched.box_weight.grad, ref_box_grad, atol=tol, rtol=tol)
+    ref_se_grad = torch.stack([a.conv1.weight.grad[..., 0, 0] for a in reference.att_list])
+    torch.testing.assert_close(batched.se_reduce_weight.grad, ref_se_grad, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("box_pooling,padding,corners", OPTIONS)
+@pytest.mark.parametrize("channels,height,width", LEVELS)
+def test_batched_alm_matches_reference(channels, height, width, box_pooling, padding, corners):
+    reference, batched = _pair(channels, 3, box_pooling, padding, corners, seed=channels)
+    x = torch.randn(2, channels, height, width, dtype=torch.float64)
+    _compare(reference, batched, x)
+
+
+@pytest.mark.parametrize("box_pooling,padding,corners", OPTIONS)
+def test_batched_alm_matches_reference_in_float32(box_pooling, padding, corners):
+    reference, batched = _pair(64, 5, box_pooling, padding, corners, seed=7)
+    _compare(reference.float(), batched.float(), torch.randn(3, 64, 9, 5))
+
+
+def test_parameter_count_per_module_matches_formula():
+    for channels in (768, 512, 256):
+        alm = AttributeLocalization(channels, 1)
+        expected = channels**2 // 8 + 6 * channels + channels // 16 + 5
+        assert sum(p.numel() for p in alm.parameters()) == expected
+
+
+def test_boxes_stay_in_paper_ranges():
+    alm = AttributeLocalization(32, 4)
+    _, boxes = alm(torch.randn(2, 32, 6, 3) * 50)
+    assert boxes.shape == (2, 4, 4)
+    assert ((boxes[..., :2] >= 0) & (boxes[..., :2] <= 1)).all()
+    assert ((boxes[..., 2:] >= -1) & (boxes[..., 2:] <= 1)).all()
+
+
+@pytest.mark.parametrize("bad", [dict(box_pooling="sum"), dict(padding_mode="reflection")])
+def test_unknown_option_is_rejected(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        AttributeLocalization(32, 2, **bad)
