@@ -79,3 +79,10 @@ def test_boxes_stay_in_paper_ranges():
 def test_unknown_option_is_rejected(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         AttributeLocalization(32, 2, **bad)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_batched_alm_matches_reference_on_cuda():
+    reference, batched = _pair(64, 4, "avg", "border", True, seed=11)
+    reference, batched = reference.cuda(), batched.cuda()
+    _compare(reference, batched, torch.randn(2, 64, 8, 4, dtype=torch.float64, device="cuda"))

@@ -44,7 +44,7 @@ def run_quick_demo(
     *,
     num_train: int = 1600,
     num_test: int = 400,
-    epochs: int = 6,
+    epochs: int = 10,
     batch_size: int = 32,
     lr: float = 1e-3,
     backbone: str = "bninception",
