@@ -61,7 +61,7 @@ def _add_demo(subparsers) -> None:
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--num-train", type=int, default=1600, help="training images (default 1600)")
     p.add_argument("--num-test", type=int, default=400, help="test images (default 400)")
-    p.add_argument("--epochs", type=int, default=6, help="training epochs (default 6)")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     p.add_argument("--backbone", default="bninception", help="backbone (default bninception)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(func=_demo)
@@ -112,6 +112,88 @@ def _add_convert(subparsers) -> None:
     p.set_defaults(func=_convert)
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    from pedattr.data.prepare import parse_attribute_selection, prepare_dataset
+
+    options = dict(args.option)
+    for key in ("annotation", "partition", "image_root"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    attributes = parse_attribute_selection(args.attributes) if args.attributes else None
+    prepare_dataset(
+        args.format,
+        args.root,
+        args.out,
+        allow_missing=args.allow_missing,
+        attributes=attributes,
+        **options,
+    )
+    return 0
+
+
+def _add_prepare(subparsers) -> None:
+    import textwrap
+
+    from pedattr.data.prepare import FORMAT_LAYOUTS
+
+    def key_value(text: str) -> tuple[str, str]:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+        return key.strip().replace("-", "_"), value
+
+    formats = "\n".join(
+        textwrap.fill(layout, 79, initial_indent=f"  {name:<15} ", subsequent_indent=" " * 18)
+        for name, layout in FORMAT_LAYOUTS.items()
+    )
+    description = textwrap.fill(
+        "Read a dataset's official annotation files and write DATA_DIR/dataset.json and "
+        "DATA_DIR/samples.csv: attribute names, image paths relative to an image root, labels "
+        "(0, 1, 2 = unknown), splits, the training split's positive ratios (the loss weights) "
+        "and where it all came from. Training, evaluation and the demo read this folder. Every "
+        "referenced image must exist unless --allow-missing is given.",
+        79,
+    )
+    p = subparsers.add_parser(
+        "prepare",
+        help="turn a dataset's official annotation files into a prepared dataset description",
+        description=description,
+        epilog=f"formats and where their files are expected (ROOT is --root):\n{formats}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("format", metavar="FORMAT", help=f"one of: {', '.join(FORMAT_LAYOUTS)}")
+    p.add_argument("--root", required=True, metavar="RAW_DIR", help="the dataset as downloaded")
+    p.add_argument("--out", required=True, metavar="DATA_DIR", help="folder to write")
+    p.add_argument(
+        "--annotation", metavar="FILE", help="annotation file, when not at its usual place"
+    )
+    p.add_argument(
+        "--partition", type=int, metavar="N", help="official partition, 0-based (default 0)"
+    )
+    p.add_argument("--image-root", metavar="DIR", help="image folder, when not the default")
+    p.add_argument(
+        "--attributes",
+        metavar="NAMES",
+        help="keep only these attributes, in this order: NAME,NAME,... or @FILE with one name "
+        "per line (default: all, in the official file order)",
+    )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="leave out samples whose image is missing (listed in dataset.json) instead of "
+        "refusing",
+    )
+    p.add_argument(
+        "--option",
+        type=key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other option of the format's reader, e.g. names_file=attributes.txt",
+    )
+    p.set_defaults(func=_prepare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pedattr",
@@ -122,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"pedattr {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_demo, _add_summary, _add_convert):
+    for add in (_add_demo, _add_summary, _add_convert, _add_prepare):
         add(subparsers)
     return parser
 

@@ -1,0 +1,85 @@
+"""The common form every dataset reader returns, before ``pedattr prepare`` writes it out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+#: Label value for "unknown" (RAP); it gets no loss and counts as negative in metrics.
+UNKNOWN = 2
+#: Split names a dataset description may use.
+SPLITS = ("train", "val", "test")
+
+
+class AnnotationError(ValueError):
+    """An annotation file that does not match its format; the message names file and field."""
+
+
+@dataclass
+class RawAnnotations:
+    """Labels and splits of a dataset as read from its official files.
+
+    Attributes:
+        attribute_names: the M attribute names, in the official file order.
+        image_names: N image paths relative to ``image_root`` (posix separators).
+        labels: [N, M] uint8 with values 0, 1 or 2 (unknown).
+        splits: [N] array of split names from :data:`SPLITS`.
+        image_root: folder the image names are relative to.
+        source: where the annotations came from (format name, file, partition, notes), kept
+            in the dataset description for provenance.
+        boxes: optional ground-truth attribute boxes: for image i, a dict attribute name ->
+            (x0, y0, x1, y1) in pixels (only generated data has them).
+    """
+
+    attribute_names: list[str]
+    image_names: list[str]
+    labels: np.ndarray
+    splits: np.ndarray
+    image_root: Path
+    source: dict = field(default_factory=dict)
+    boxes: list[dict[str, list[float]]] | None = None
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.uint8)
+        self.splits = np.asarray(self.splits, dtype=object)
+        n, m = len(self.image_names), len(self.attribute_names)
+        if self.labels.shape != (n, m):
+            raise AnnotationError(
+                f"labels have shape {self.labels.shape}, expected ({n}, {m}) for {n} images "
+                f"and {m} attributes"
+            )
+        if self.splits.shape != (n,):
+            raise AnnotationError(f"{len(self.splits)} split entries for {n} images")
+        unknown_splits = sorted(set(self.splits.tolist()) - set(SPLITS))
+        if unknown_splits:
+            raise AnnotationError(f"unknown split names {unknown_splits}; expected {SPLITS}")
+        if self.labels.size and self.labels.max() > UNKNOWN:
+            raise AnnotationError(f"label values must be 0, 1 or 2, found {self.labels.max()}")
+        if len(set(self.attribute_names)) != m:
+            raise AnnotationError("attribute names are not unique")
+
+    def select_attributes(self, names: Sequence[str]) -> RawAnnotations:
+        """A copy keeping only ``names``, in that order (any order or subset of the file's)."""
+        if not names:
+            raise AnnotationError("the attribute selection is empty")
+        repeated = sorted({name for name in names if list(names).count(name) > 1})
+        if repeated:
+            raise AnnotationError(f"attributes selected more than once: {repeated}")
+        missing = [name for name in names if name not in self.attribute_names]
+        if missing:
+            raise AnnotationError(
+                f"attributes not in the dataset: {missing}; available: {self.attribute_names}"
+            )
+        columns = [self.attribute_names.index(name) for name in names]
+        return RawAnnotations(
+            attribute_names=list(names),
+            image_names=list(self.image_names),
+            labels=self.labels[:, columns],
+            splits=self.splits.copy(),
+            image_root=self.image_root,
+            source=dict(self.source),
+            boxes=self.boxes,
+        )

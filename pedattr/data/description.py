@@ -1,0 +1,163 @@
+"""The prepared dataset description that training, evaluation and the demo read.
+
+``pedattr prepare`` writes one folder per dataset:
+
+``dataset.json``
+    ``format`` ("pedattr-dataset"), ``format_version``, ``attributes`` (names, in output
+    order), ``image_root`` (absolute, or relative to the folder), ``splits`` (sample count per
+    split), ``positive_ratio`` (per attribute, over the training split only, unknown labels
+    excluded: the loss weights), ``num_samples``, ``source`` (format, annotation file, partition,
+    ...), ``missing_images`` (listed when prepared with ``--allow-missing``), ``has_boxes``,
+    ``pedattr_version``, ``created``.
+``samples.csv``
+    One row per image: ``image`` (path relative to ``image_root``), ``split``
+    (train / val / test), then one column per attribute with 0, 1 or 2 (unknown).
+``boxes.json`` (optional)
+    Ground-truth attribute boxes per image, ``{image: {attribute: [x0, y0, x1, y1]}}`` in
+    pixels, for datasets that have them (the synthetic set).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from pedattr.data.annotations import SPLITS, UNKNOWN, AnnotationError, RawAnnotations
+
+FORMAT_NAME = "pedattr-dataset"
+FORMAT_VERSION = 1
+DESCRIPTION_FILE = "dataset.json"
+SAMPLES_FILE = "samples.csv"
+BOXES_FILE = "boxes.json"
+
+
+def training_positive_ratio(labels: np.ndarray, splits: np.ndarray) -> list[float]:
+    """Positive ratio per attribute over the training split, ignoring unknown labels."""
+    train = labels[splits == "train"]
+    known = (train != UNKNOWN).sum(axis=0)
+    positives = (train == 1).sum(axis=0)
+    return [float(p / k) if k else 0.0 for p, k in zip(positives, known, strict=True)]
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _samples_csv(raw: RawAnnotations) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image", "split", *raw.attribute_names])
+    for name, split, row in zip(raw.image_names, raw.splits, raw.labels, strict=True):
+        writer.writerow([name, split, *row.tolist()])
+    return buffer.getvalue()
+
+
+def write_description(
+    raw: RawAnnotations, out_dir: str | os.PathLike, *, missing_images: list[str] | None = None
+) -> Path:
+    """Write ``raw`` as a dataset description folder; returns the path of ``dataset.json``."""
+    import pedattr
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "attributes": list(raw.attribute_names),
+        "image_root": str(raw.image_root),
+        "splits": {s: int((raw.splits == s).sum()) for s in SPLITS if (raw.splits == s).any()},
+        "positive_ratio": training_positive_ratio(raw.labels, raw.splits),
+        "num_samples": len(raw.image_names),
+        "source": raw.source,
+        "missing_images": list(missing_images or []),
+        "has_boxes": raw.boxes is not None,
+        "pedattr_version": pedattr.__version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    _atomic_text(out_dir / SAMPLES_FILE, _samples_csv(raw))
+    if raw.boxes is not None:
+        boxes = dict(zip(raw.image_names, raw.boxes, strict=True))
+        _atomic_text(out_dir / BOXES_FILE, json.dumps(boxes))
+    # dataset.json last: its presence means the folder is complete.
+    _atomic_text(out_dir / DESCRIPTION_FILE, json.dumps(meta, indent=2))
+    return out_dir / DESCRIPTION_FILE
+
+
+@dataclass
+class DatasetDescription:
+    """A prepared dataset, read back from its folder."""
+
+    root: Path
+    attribute_names: list[str]
+    image_root: Path
+    image_names: list[str]
+    labels: np.ndarray  # [N, M] uint8, 0/1/2
+    splits: np.ndarray  # [N] split names
+    positive_ratio: np.ndarray  # [M], training split
+    meta: dict = field(default_factory=dict)
+    boxes: dict[str, dict[str, list[float]]] | None = None
+
+    @classmethod
+    def load(cls, root: str | os.PathLike) -> DatasetDescription:
+        """Read a folder written by :func:`write_description` (``pedattr prepare``)."""
+        root = Path(root)
+        meta_path = root / DESCRIPTION_FILE
+        if not meta_path.is_file():
+            raise FileNotFoundError(
+                f"{root}: no {DESCRIPTION_FILE}; prepare the dataset with `pedattr prepare`"
+            )
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT_NAME or meta.get("format_version", 0) > FORMAT_VERSION:
+            raise AnnotationError(f"{meta_path}: not a dataset description this pedattr reads")
+        names, labels, splits = _read_samples(root / SAMPLES_FILE, meta["attributes"])
+        image_root = Path(meta["image_root"])
+        boxes_path = root / BOXES_FILE
+        return cls(
+            root=root,
+            attribute_names=list(meta["attributes"]),
+            image_root=image_root if image_root.is_absolute() else root / image_root,
+            image_names=names,
+            labels=labels,
+            splits=splits,
+            positive_ratio=np.asarray(meta["positive_ratio"], dtype=np.float64),
+            meta=meta,
+            boxes=json.loads(boxes_path.read_text()) if boxes_path.is_file() else None,
+        )
+
+    def split_indices(self, split: str) -> np.ndarray:
+        """Indices of the samples of ``split`` ("trainval" is train and val together)."""
+        wanted = ("train", "val") if split == "trainval" else (split,)
+        if not set(wanted) <= set(SPLITS):
+            raise ValueError(f"unknown split {split!r}; expected one of {(*SPLITS, 'trainval')}")
+        indices = np.flatnonzero(np.isin(self.splits, wanted))
+        if indices.size == 0:
+            raise ValueError(f"{self.root}: the dataset has no {split!r} samples")
+        return indices
+
+    def image_path(self, index: int) -> Path:
+        return self.image_root / self.image_names[index]
+
+
+def _read_samples(path: Path, attributes: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header != ["image", "split", *attributes]:
+            raise AnnotationError(f"{path}: header does not match the attributes of dataset.json")
+        rows = list(reader)
+    names = [row[0] for row in rows]
+    splits = np.array([row[1] for row in rows], dtype=object)
+    try:
+        labels = np.array([row[2:] for row in rows], dtype=np.uint8).reshape(len(rows), -1)
+    except ValueError as err:
+        raise AnnotationError(f"{path}: malformed label values ({err})") from err
+    return names, labels, splits
