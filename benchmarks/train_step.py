@@ -8,7 +8,8 @@ an Adam step (lr 1e-4, weight decay 5e-4), on a random batch of B images (defaul
 * baseline: BN-Inception, global average pooling, Linear(C, M);
 * alm: pedattr's ALM network (feature pyramid, batched ``AttributeLocalization`` per level);
 * authors (``--with-authors``): the same ALM network with each level's ALMs replaced by
-  ``tests.reference_alm.ReferenceALMLevel``, the authors' per-attribute loop. It shares the ALM
+  ``tests.reference_alm.ReferenceALMLevel``, the authors' per-attribute loop on the
+  concatenated (materialised) pyramid levels, as their code builds them. It shares the ALM
   model's backbone, pyramid and global-branch weights, and pedattr's ALM heads get a copy of its
   per-attribute weights, so both start from the same weights and their first steps must give the
   same loss (checked).
@@ -58,6 +59,7 @@ from common import (  # noqa: E402
 
 from pedattr.engine.loss import WeightedBCELoss, deep_supervision_loss  # noqa: E402
 from pedattr.models.model import build_model  # noqa: E402
+from pedattr.models.pyramid import dense_level  # noqa: E402
 from tests.reference_alm import ReferenceALMLevel, copy_reference_into_batched  # noqa: E402
 
 LEARNING_RATE = 1e-4
@@ -152,6 +154,17 @@ def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
 
 
+class DenseLevelInput(nn.Module):
+    """Feeds the authors' ALM the concatenated level tensor, as their pyramid built it."""
+
+    def __init__(self, level_module: nn.Module) -> None:
+        super().__init__()
+        self.level_module = level_module
+
+    def forward(self, level) -> tuple[Tensor, Tensor]:
+        return self.level_module(dense_level(level))
+
+
 def build_candidates(args: argparse.Namespace) -> list[Candidate]:
     def candidate(name: str, model: nn.Module, warmup: int, timed: int) -> Candidate:
         model.train()
@@ -168,11 +181,11 @@ def build_candidates(args: argparse.Namespace) -> list[Candidate]:
     if args.with_authors:
         authors = copy.deepcopy(alm)
         authors.alms = nn.ModuleList(
-            ReferenceALMLevel(args.num_attrs, c) for c in alm.pyramid.out_channels
+            DenseLevelInput(ReferenceALMLevel(args.num_attrs, c)) for c in alm.pyramid.out_channels
         )
         # Give pedattr's ALM the authors' ALM weights: both models then compute the same thing.
         for reference, batched in zip(authors.alms, alm.alms, strict=True):
-            copy_reference_into_batched(reference, batched)
+            copy_reference_into_batched(reference.level_module, batched)
         timed = min(args.authors_repeats, args.repeats)
         candidates.append(candidate("authors", authors, AUTHORS_WARMUP_STEPS, timed))
     return candidates

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pedattr.models.alm import AttributeLocalization
+from pedattr.models.pyramid import FeaturePyramid, dense_level
 from tests.reference_alm import ReferenceALMLevel, copy_reference_into_batched
 
 # The three pyramid levels at 256x128 input: (C, H, W) for 3b, 4d, 5b.
@@ -58,6 +59,33 @@ def test_batched_alm_matches_reference(channels, height, width, box_pooling, pad
 def test_batched_alm_matches_reference_in_float32(box_pooling, padding, corners):
     reference, batched = _pair(64, 5, box_pooling, padding, corners, seed=7)
     _compare(reference.float(), batched.float(), torch.randn(3, 64, 9, 5))
+
+
+@pytest.mark.parametrize("box_pooling,padding,corners", OPTIONS)
+@pytest.mark.parametrize("upsample", ["bilinear", "nearest"])
+def test_factorised_pyramid_level_equals_dense_level(box_pooling, padding, corners, upsample):
+    """The pyramid's factorised levels give what the ALM computes on the concatenated map."""
+    torch.manual_seed(3)
+    options = dict(box_pooling=box_pooling, padding_mode=padding, align_corners=corners)
+    pyramid = FeaturePyramid([5, 6, 7], dim=16, upsample=upsample).double()
+    alm = AttributeLocalization(48, 3, **options).double()
+    with torch.no_grad():
+        for p in alm.parameters():
+            p.normal_(0, 0.3)
+    taps = [
+        torch.randn(2, c, 4 * s, 2 * s, dtype=torch.float64) for c, s in ((5, 4), (6, 2), (7, 1))
+    ]
+    taps = [t.requires_grad_(True) for t in taps]
+    level = pyramid(taps)[0]
+    logits, boxes = alm(level)
+    dense_logits, dense_boxes = alm(dense_level(level))
+    torch.testing.assert_close(logits, dense_logits)
+    torch.testing.assert_close(boxes, dense_boxes)
+    upstream = torch.randn_like(logits)
+    grads = torch.autograd.grad(logits, taps, upstream, retain_graph=True)
+    dense_grads = torch.autograd.grad(dense_logits, taps, upstream)
+    for grad, dense_grad in zip(grads, dense_grads, strict=True):
+        torch.testing.assert_close(grad, dense_grad)
 
 
 def test_parameter_count_per_module_matches_formula():

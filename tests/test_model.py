@@ -12,7 +12,7 @@ import pedattr
 from pedattr.engine.checkpoint import CheckpointError, load_checkpoint
 from pedattr.models.model import ModelConfig, fuse_logits
 from pedattr.models.normalization import InputNormalization
-from pedattr.models.pyramid import FeaturePyramid, resize_separable
+from pedattr.models.pyramid import FeaturePyramid, ResizedMap, dense_level
 
 TINY = dict(backbone="timm:resnet18", input_size=(64, 32), pyramid_dim=32)
 
@@ -45,7 +45,7 @@ def test_baseline_has_one_branch_and_no_boxes():
 def test_pyramid_concatenates_higher_level_first():
     pyramid = FeaturePyramid([4, 6, 8], dim=2, upsample="nearest")
     taps = [torch.randn(1, 4, 8, 4), torch.randn(1, 6, 4, 2), torch.randn(1, 8, 2, 1)]
-    x1, x2, x3 = pyramid(taps)
+    x1, x2, x3 = (dense_level(level) for level in pyramid(taps))
     assert pyramid.out_channels == [6, 4, 2]
     assert [x.shape[1:] for x in (x1, x2, x3)] == [(6, 8, 4), (4, 4, 2), (2, 2, 1)]
     lat = pyramid.laterals
@@ -59,7 +59,7 @@ def test_pyramid_concatenates_higher_level_first():
 def test_pyramid_bilinear_matches_authors_interpolation():
     pyramid = FeaturePyramid([3, 3], dim=2)
     taps = [torch.randn(1, 3, 6, 4), torch.randn(1, 3, 3, 2)]
-    low, top = pyramid(taps)
+    low, top = (dense_level(level) for level in pyramid(taps))
     expected = torch.nn.functional.interpolate(
         top, size=(6, 4), mode="bilinear", align_corners=False
     )
@@ -148,13 +148,24 @@ def test_checkpoint_with_mismatched_weights_is_refused(tmp_path):
 @pytest.mark.parametrize(
     "size_in,size_out", [((4, 2), (8, 4)), ((7, 3), (13, 7)), ((5, 5), (3, 9))]
 )
-def test_separable_resize_equals_interpolate(mode, size_in, size_out):
+def test_resized_map_equals_interpolate(mode, size_in, size_out):
     x = torch.randn(2, 3, *size_in, dtype=torch.float64, requires_grad=True)
     options = dict(align_corners=False) if mode == "bilinear" else {}
     expected = torch.nn.functional.interpolate(x, size=size_out, mode=mode, **options)
-    got = resize_separable(x, size_out, mode)
+    got = ResizedMap(x).resized(size_out, mode).dense()
     torch.testing.assert_close(got, expected)
     upstream = torch.randn_like(expected)
     (grad_expected,) = torch.autograd.grad(expected, x, upstream)
     (grad_got,) = torch.autograd.grad(got, x, upstream)
     torch.testing.assert_close(grad_got, grad_expected)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_composed_resizes_equal_two_interpolations(mode):
+    x = torch.randn(1, 2, 3, 2, dtype=torch.float64)
+    options = dict(align_corners=False) if mode == "bilinear" else {}
+    twice = torch.nn.functional.interpolate(x, size=(6, 4), mode=mode, **options)
+    twice = torch.nn.functional.interpolate(twice, size=(12, 8), mode=mode, **options)
+    composed = ResizedMap(x).resized((6, 4), mode).resized((12, 8), mode)
+    assert composed.size == (12, 8)
+    torch.testing.assert_close(composed.dense(), twice)

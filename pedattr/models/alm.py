@@ -19,6 +19,11 @@ both (ALM_FACTS §3):
   ``kx = mean_j Kx[j, :]``. Everything after the sampler is linear in X, so all attributes share
   one batched matrix product of X with their [H*W] sampling marginals.
 
+A third identity comes from the pyramid: a level is a concatenation of upsampled lateral maps,
+and upsampling is a matrix per axis (X = U_h L U_w^T), so the contraction with the marginals
+equals a contraction of the small map L with ``k_y @ U_h`` and ``k_x @ U_w``. The ALM therefore
+accepts the pyramid's factorised levels and never materialises an upsampled map.
+
 The result equals the per-attribute computation (including gradients) up to float rounding;
 ``tests/test_alm.py`` checks it against a literal per-attribute reference.
 """
@@ -30,6 +35,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from pedattr.models.pyramid import Level, ResizedMap
 
 BOX_POOLINGS = ("avg", "max")
 PADDING_MODES = ("border", "zeros")
@@ -105,6 +112,43 @@ def boxes_from_theta(theta_raw: Tensor) -> Tensor:
     return torch.cat([scales, shifts], dim=-1)
 
 
+def _contract(part: ResizedMap, k_y: Tensor, k_x: Tensor) -> Tensor:
+    """sum_{h,w} k_y[h] k_x[w] X[c, h, w] for every (image, attribute): [B, M, C_part].
+
+    With X = rows @ features @ cols^T, the resize folds into the marginals (k_y @ rows,
+    k_x @ cols), so the contraction runs on the small un-resized map.
+    """
+    if part.rows is not None:
+        k_y = k_y @ part.rows  # [B, M, h]
+    if part.cols is not None:
+        k_x = k_x @ part.cols  # [B, M, w]
+    k_yx = (k_y[..., :, None] * k_x[..., None, :]).flatten(2)  # [B, M, h*w]
+    # The features stay the left operand so that their gradient comes out contiguous.
+    return torch.bmm(part.features.flatten(2), k_yx.transpose(1, 2)).transpose(1, 2)
+
+
+def _part_mean(part: ResizedMap) -> Tensor:
+    """GAP of one resized map, [B, C_part], without materialising the resize."""
+    features = part.features.flatten(2)  # [B, C, h*w]
+    if part.rows is None and part.cols is None:
+        # A scaled sum: its backward is a broadcast view, whereas mean's materialises a full
+        # [B, C, h*w] gradient (a measurable cost at the 3b level).
+        return features.sum(dim=-1) * (1.0 / features.shape[-1])
+    height, width = part.features.shape[-2:]
+    rows = (
+        part.rows.mean(dim=0) if part.rows is not None else features.new_full((height,), 1 / height)
+    )
+    cols = (
+        part.cols.mean(dim=0) if part.cols is not None else features.new_full((width,), 1 / width)
+    )
+    return features @ (rows[:, None] * cols[None, :]).flatten()  # [B, C]
+
+
+def _max_pool(parts: list[ResizedMap]) -> Tensor:
+    """Global max of the level, [B, C]; the resized maps are materialised for it."""
+    return torch.cat([part.dense().flatten(2).amax(dim=-1) for part in parts], dim=-1)
+
+
 class AttributeLocalization(nn.Module):
     """The M Attribute Localization Modules of one feature level, computed in one pass.
 
@@ -178,24 +222,24 @@ class AttributeLocalization(nn.Module):
         logits = torch.einsum("bmk,mck->bmc", hidden, self.se_expand_weight)  # [B, M, C]
         return torch.sigmoid(logits + self.se_expand_bias)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor | Level) -> tuple[Tensor, Tensor]:
         """Predict every attribute from one level.
 
         Args:
-            x: the level's features X, [B, C, H, W].
+            x: the level's features X, [B, C, H, W], or the pyramid's factorised level (maps
+                resized by matrices, concatenated along channels; see
+                :class:`~pedattr.models.pyramid.ResizedMap`).
 
         Returns:
             logits [B, M] and boxes [B, M, 4] as (s_x, s_y, t_x, t_y) of eq. 3.
         """
-        _, _, height, width = x.shape
-        x_flat = x.flatten(2)  # [B, C, H*W]
-        # GAP as a scaled sum: the backward of a sum is a broadcast view, whereas that of mean
-        # materialises a full [B, C, H*W] gradient (a measurable cost at the 3b level).
-        x_mean = x_flat.sum(dim=-1) * (1.0 / (height * width))  # [B, C]   GAP(X)
+        parts = [ResizedMap(x)] if isinstance(x, Tensor) else list(x)
+        height, width = parts[0].size
+        x_mean = torch.cat([_part_mean(part) for part in parts], dim=-1)  # [B, C]   GAP(X)
         attention = self.channel_attention(x_mean)  # [B, M, C]   a_m
         reweight = 1 + attention  # [B, M, C]   F_m = X * a_m + X = X * (1 + a_m)
 
-        x_pool = x_mean if self.box_pooling == "avg" else x_flat.amax(dim=-1)  # [B, C]
+        x_pool = x_mean if self.box_pooling == "avg" else _max_pool(parts)  # [B, C]
         f_pool = reweight * x_pool[:, None, :]  # [B, M, C]   pool(F_m)
         theta_raw = torch.einsum("bmc,mfc->bmf", f_pool, self.box_weight) + self.box_bias
         boxes = boxes_from_theta(theta_raw)  # [B, M, 4]   (s_x, s_y, t_x, t_y)
@@ -203,9 +247,7 @@ class AttributeLocalization(nn.Module):
         sampler = dict(align_corners=self.align_corners, padding_mode=self.padding_mode)
         k_y = sampling_marginal(boxes[..., 1], boxes[..., 3], height, **sampler)  # [B, M, H]
         k_x = sampling_marginal(boxes[..., 0], boxes[..., 2], width, **sampler)  # [B, M, W]
-        k_yx = (k_y[..., :, None] * k_x[..., None, :]).flatten(2)  # [B, M, H*W]
-        # x_flat stays the left operand so that the gradient w.r.t. X comes out contiguous.
-        x_sampled = torch.bmm(x_flat, k_yx.transpose(1, 2)).transpose(1, 2)  # [B, M, C]
+        x_sampled = torch.cat([_contract(part, k_y, k_x) for part in parts], dim=-1)  # [B, M, C]
         f_sampled = reweight * x_sampled  # [B, M, C]   GAP(grid_sample(F_m))
 
         logits = (f_sampled * self.cls_weight).sum(dim=-1) + self.cls_bias  # [B, M]   eq. 4

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -13,21 +14,71 @@ UPSAMPLE_MODES = ("bilinear", "nearest")
 
 def interpolation_matrix(size_in: int, size_out: int, mode: str, like: Tensor) -> Tensor:
     """The [size_out, size_in] matrix of 1-D ``F.interpolate`` (linear without align_corners,
-    or nearest), read off by interpolating the identity so it matches PyTorch exactly."""
+    or nearest), read off by interpolating the identity so it matches PyTorch exactly.
+
+    Both modes are separable, so a 2-D resize is U_h @ X @ U_w^T: on CPU several times faster
+    than ``upsample_bilinear2d`` and its backward, and it exports as plain MatMul.
+    """
     eye = torch.eye(size_in, dtype=like.dtype, device=like.device).unsqueeze(0)  # [1, in, in]
     options = dict(mode="linear", align_corners=False) if mode == "bilinear" else dict(mode=mode)
     return F.interpolate(eye, size=size_out, **options)[0].T
 
 
-def resize_separable(x: Tensor, size: tuple[int, int], mode: str) -> Tensor:
-    """``F.interpolate(x, size, mode)`` (bilinear: align_corners=False) as two matrix products.
+@dataclass(frozen=True)
+class ResizedMap:
+    """A feature map resized to a pyramid level's size, kept as ``rows @ features @ cols^T``.
 
-    Both modes are separable, so resizing is U_h @ X @ U_w^T. On CPU this runs several times
-    faster than ``upsample_bilinear2d`` and its backward, and exports as plain MatMul.
+    The top-down path only upsamples and concatenates, so every level is a channel
+    concatenation of lateral maps, each resized by a (composed) linear map per axis. Keeping
+    the factors instead of the product lets the ALM fold the resize into its sampling weights
+    (see :mod:`pedattr.models.alm`): no upsampled map or concatenation is ever materialised.
+
+    Attributes:
+        features: the lateral map, [B, C, h, w].
+        rows: [H, h] resize matrix along the height, None for identity.
+        cols: [W, w] resize matrix along the width, None for identity.
     """
-    u_h = interpolation_matrix(x.shape[-2], size[0], mode, x)  # [H_out, H]
-    u_w = interpolation_matrix(x.shape[-1], size[1], mode, x)  # [W_out, W]
-    return u_h @ (x @ u_w.T)  # [B, C, H_out, W_out]
+
+    features: Tensor
+    rows: Tensor | None = None
+    cols: Tensor | None = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W) of the level this map belongs to."""
+        height = self.features.shape[-2] if self.rows is None else self.rows.shape[0]
+        width = self.features.shape[-1] if self.cols is None else self.cols.shape[0]
+        return height, width
+
+    def resized(self, size: tuple[int, int], mode: str) -> ResizedMap:
+        """This map upsampled further to ``size``: the new matrices compose with the old."""
+        rows = interpolation_matrix(self.size[0], size[0], mode, self.features)
+        cols = interpolation_matrix(self.size[1], size[1], mode, self.features)
+        return ResizedMap(
+            self.features,
+            rows if self.rows is None else rows @ self.rows,
+            cols if self.cols is None else cols @ self.cols,
+        )
+
+    def dense(self) -> Tensor:
+        """The resized map itself, [B, C, H, W]."""
+        x = self.features
+        if self.cols is not None:
+            x = x @ self.cols.T
+        if self.rows is not None:
+            x = self.rows @ x
+        return x
+
+
+#: A pyramid level X_i: the channel concatenation of its maps, higher levels first.
+Level = Sequence[ResizedMap]
+
+
+def dense_level(level: Tensor | Level) -> Tensor:
+    """X_i as one [B, C, H, W] tensor (for visualisation, tests and max pooling)."""
+    if isinstance(level, Tensor):
+        return level
+    return torch.cat([part.dense() for part in level], dim=1)
 
 
 class FeaturePyramid(nn.Module):
@@ -37,6 +88,9 @@ class FeaturePyramid(nn.Module):
     higher level comes first in each concatenation, and no BN, ReLU or smoothing conv follows
     (as in the authors' code). Level i therefore has ``dim * (number of levels above it + 1)``
     channels: 3d / 2d / d for three levels.
+
+    Levels are returned factorised, as lists of :class:`ResizedMap` (``dense_level`` gives the
+    tensor). Upsampling is exactly ``F.interpolate``'s, written as a matrix per axis.
 
     Args:
         in_channels: channels of the backbone taps, lowest level (largest map) first.
@@ -53,15 +107,14 @@ class FeaturePyramid(nn.Module):
         num_levels = len(in_channels)
         self.out_channels = [dim * (num_levels - i) for i in range(num_levels)]
 
-    def _upsample(self, x: Tensor, size: torch.Size) -> Tensor:
-        return resize_separable(x, tuple(size), self.upsample)
-
-    def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
+    def forward(self, features: Sequence[Tensor]) -> list[list[ResizedMap]]:
         """Fuse backbone taps (lowest level first) into pyramid levels (lowest level first)."""
-        top = self.laterals[-1](features[-1])  # [B, d, H3, W3]   eq. 2
-        levels = [top]
+        level = [ResizedMap(self.laterals[-1](features[-1]))]  # X_3 = f(phi_3)   eq. 2
+        levels = [level]
         for lateral, feature in zip(self.laterals[-2::-1], features[-2::-1], strict=True):
-            reduced = lateral(feature)  # [B, d, Hi, Wi]
-            top = torch.cat([self._upsample(top, reduced.shape[-2:]), reduced], dim=1)  # eq. 1
-            levels.append(top)
+            reduced = lateral(feature)  # f(phi_i), [B, d, H_i, W_i]
+            size = tuple(reduced.shape[-2:])
+            upsampled = [part.resized(size, self.upsample) for part in level]  # g(X_{i+1})
+            level = [*upsampled, ResizedMap(reduced)]  # X_i = [g(X_{i+1}), f(phi_i)]   eq. 1
+            levels.append(level)
         return levels[::-1]
