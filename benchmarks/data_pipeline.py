@@ -41,7 +41,8 @@ from pedattr.data.annotations import RawAnnotations  # noqa: E402
 from pedattr.data.dataset import build_loader  # noqa: E402
 from pedattr.data.description import DatasetDescription, write_description  # noqa: E402
 from pedattr.data.synthetic import generate_sample  # noqa: E402
-from pedattr.engine.loss import WeightedBCELoss, deep_supervision_loss  # noqa: E402
+from pedattr.engine.loss import WeightedBCELoss  # noqa: E402
+from pedattr.engine.trainer import train_step  # noqa: E402
 from pedattr.models.model import build_model  # noqa: E402
 
 GOAL_RATIO = 3.0
@@ -131,10 +132,7 @@ def model_rate(args) -> float:
     labels = torch.randint(0, 2, (args.batch, NUM_ATTRS)).float()
 
     def step() -> None:
-        loss = deep_supervision_loss(model(images).branch_logits, labels, criterion)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, images, labels, optimizer, criterion)
 
     step()  # warm-up
     seconds = statistics.median(time_call(step) for _ in range(args.steps))

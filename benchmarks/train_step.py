@@ -58,6 +58,7 @@ from common import (  # noqa: E402
 )
 
 from pedattr.engine.loss import WeightedBCELoss, deep_supervision_loss  # noqa: E402
+from pedattr.engine.trainer import train_step  # noqa: E402
 from pedattr.models.model import build_model  # noqa: E402
 from pedattr.models.pyramid import dense_level  # noqa: E402
 from tests.reference_alm import ReferenceALMLevel, copy_reference_into_batched  # noqa: E402
@@ -191,22 +192,6 @@ def build_candidates(args: argparse.Namespace) -> list[Candidate]:
     return candidates
 
 
-def train_step(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    criterion: nn.Module,
-    images: Tensor,
-    labels: Tensor,
-) -> Tensor:
-    """One training step as in ``train_epoch``; returns the loss."""
-    output = model(images)
-    loss = deep_supervision_loss(output.branch_logits, labels, criterion)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
-
-
 def measured_step(
     candidate: Candidate,
     criterion: nn.Module,
@@ -237,7 +222,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Candidate]]:
     for candidate in candidates:
         measured_step(candidate, criterion, images, labels, args.top_saved)
         for _ in range(candidate.warmup_steps - 1):
-            train_step(candidate.model, candidate.optimizer, criterion, images, labels)
+            train_step(candidate.model, images, labels, candidate.optimizer, criterion)
     by_name = {c.name: c for c in candidates}
     if "authors" in by_name:  # same weights, same batch: the first losses must agree
         torch.testing.assert_close(
@@ -249,7 +234,7 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Candidate]]:
         )
 
     def stepper(c: Candidate):
-        return lambda: train_step(c.model, c.optimizer, criterion, images, labels)
+        return lambda: train_step(c.model, images, labels, c.optimizer, criterion)
 
     times = interleaved_seconds(
         {c.name: stepper(c) for c in candidates}, {c.name: c.timed_steps for c in candidates}

@@ -18,6 +18,26 @@ def random_horizontal_flip(images: Tensor, generator: torch.Generator | None = N
     return torch.where(flip.view(-1, 1, 1, 1).to(images.device), images.flip(-1), images)
 
 
+def train_step(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+) -> Tensor:
+    """One optimisation step with deep supervision; returns the (detached) loss.
+
+    Every branch of the model is supervised by the same labels and the branch losses are
+    summed (paper Sec. 3.3).
+    """
+    output = model(images)
+    loss = deep_supervision_loss(output.branch_logits, labels, criterion)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 def train_epoch(
     model: nn.Module,
     batches: Iterable[tuple[Tensor, Tensor]],
@@ -27,21 +47,13 @@ def train_epoch(
     device: torch.device | str = "cpu",
     description: str = "train",
 ) -> float:
-    """One pass over ``batches`` of (images in [0, 1], labels); returns the mean loss.
-
-    Every branch of the model is supervised by the same labels and the branch losses are
-    summed (deep supervision, paper Sec. 3.3).
-    """
+    """One pass over ``batches`` of (images in [0, 1], labels); returns the mean loss."""
     model.train()
     total, count = 0.0, 0
     progress = tqdm(batches, desc=description, leave=False, dynamic_ncols=True)
     for images, labels in progress:
         images, labels = images.to(device), labels.to(device)
-        output = model(images)
-        loss = deep_supervision_loss(output.branch_logits, labels, criterion)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss = train_step(model, images, labels, optimizer, criterion)
         total += loss.item() * images.shape[0]
         count += images.shape[0]
         progress.set_postfix(loss=f"{loss.item():.4f}")
