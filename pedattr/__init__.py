@@ -1,9 +1,21 @@
 """pedattr: pedestrian attribute recognition with weakly-supervised attribute localization."""
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from pedattr.engine.checkpoint import load_model, save_checkpoint  # noqa: E402
-from pedattr.models.model import ModelConfig, ModelOutput, build_model  # noqa: E402
+import importlib
+from typing import Any
+
+from pedattr._version import __version__
+
+# Public names, imported on first use so that `import pedattr` (and every CLI command's start)
+# does not pay for torch until a model is needed.
+_LAZY = {
+    "build_model": "pedattr.models.model",
+    "ModelConfig": "pedattr.models.model",
+    "ModelOutput": "pedattr.models.model",
+    "load_model": "pedattr.engine.checkpoint",
+    "save_checkpoint": "pedattr.engine.checkpoint",
+}
 
 __all__ = [
     "ModelConfig",
@@ -13,3 +25,9 @@ __all__ = [
     "load_model",
     "save_checkpoint",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'pedattr' has no attribute {name!r}")

@@ -169,3 +169,24 @@ def test_composed_resizes_equal_two_interpolations(mode):
     composed = ResizedMap(x).resized((6, 4), mode).resized((12, 8), mode)
     assert composed.size == (12, 8)
     torch.testing.assert_close(composed.dense(), twice)
+
+
+def test_checkpoint_is_readable_by_others_and_stores_nan_as_null(tmp_path):
+    import os
+
+    model = pedattr.build_model("baseline", num_attrs=2, **TINY)
+    path = tmp_path / "m.safetensors"
+    pedattr.save_checkpoint(path, model, metrics={"mA": float("nan"), "f1": 0.5})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert load_checkpoint(path).metrics == {"mA": None, "f1": 0.5}
+
+
+def test_importing_pedattr_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, pedattr, pedattr.cli; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False", result.stderr

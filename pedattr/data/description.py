@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pedattr._io import atomic_write_text
+from pedattr._version import __version__
 from pedattr.data.annotations import SPLITS, UNKNOWN, AnnotationError, RawAnnotations
 
 FORMAT_NAME = "pedattr-dataset"
@@ -46,12 +48,6 @@ def training_positive_ratio(labels: np.ndarray, splits: np.ndarray) -> list[floa
     return [float(p / k) if k else 0.0 for p, k in zip(positives, known, strict=True)]
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _samples_csv(raw: RawAnnotations) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -65,8 +61,6 @@ def write_description(
     raw: RawAnnotations, out_dir: str | os.PathLike, *, missing_images: list[str] | None = None
 ) -> Path:
     """Write ``raw`` as a dataset description folder; returns the path of ``dataset.json``."""
-    import pedattr
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -80,15 +74,15 @@ def write_description(
         "source": raw.source,
         "missing_images": list(missing_images or []),
         "has_boxes": raw.boxes is not None,
-        "pedattr_version": pedattr.__version__,
+        "pedattr_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    _atomic_text(out_dir / SAMPLES_FILE, _samples_csv(raw))
+    atomic_write_text(out_dir / SAMPLES_FILE, _samples_csv(raw))
     if raw.boxes is not None:
         boxes = dict(zip(raw.image_names, raw.boxes, strict=True))
-        _atomic_text(out_dir / BOXES_FILE, json.dumps(boxes))
+        atomic_write_text(out_dir / BOXES_FILE, json.dumps(boxes))
     # dataset.json last: its presence means the folder is complete.
-    _atomic_text(out_dir / DESCRIPTION_FILE, json.dumps(meta, indent=2))
+    atomic_write_text(out_dir / DESCRIPTION_FILE, json.dumps(meta, indent=2))
     return out_dir / DESCRIPTION_FILE
 
 

@@ -9,17 +9,20 @@ Loading never unpickles anything, so an untrusted checkpoint cannot execute code
 from __future__ import annotations
 
 import json
+import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from pedattr._io import atomic_write
+from pedattr._version import __version__
 from pedattr.models.model import AttributeModel, ModelConfig, build_from_config
 
 FORMAT_NAME = "pedattr-checkpoint"
@@ -42,33 +45,29 @@ class Checkpoint:
     extra: dict = field(default_factory=dict)
 
     def metadata(self) -> dict:
-        import pedattr
-
+        """The JSON header: configuration, thresholds, metrics (NaN as null) and versions."""
         return {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "model": self.config.to_dict(),
             "thresholds": self.thresholds,
-            "metrics": self.metrics,
-            "extra": self.extra,
-            "pedattr_version": pedattr.__version__,
+            "metrics": json_safe(self.metrics),
+            "extra": json_safe(self.extra),
+            "pedattr_version": __version__,
             "torch_version": torch.__version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
 
-def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None, so the JSON stays standard."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def save_checkpoint(
@@ -93,6 +92,7 @@ def save_checkpoint(
 
 
 def write_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
+    """Write a :class:`Checkpoint` as one safetensors file, atomically."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in checkpoint.state_dict.items()}
     header = {METADATA_KEY: json.dumps(checkpoint.metadata())}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))

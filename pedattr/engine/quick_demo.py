@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pedattr._io import atomic_write_text
 from pedattr.data.synthetic import ATTRIBUTES, generate_arrays
-from pedattr.engine.checkpoint import atomic_write, save_checkpoint
+from pedattr.engine.checkpoint import json_safe, save_checkpoint
 from pedattr.engine.loss import WeightedBCELoss, positive_ratio
 from pedattr.engine.trainer import predict_probabilities, random_horizontal_flip, train_epoch
 from pedattr.metrics import compute_metrics, format_metrics_table
@@ -78,7 +79,7 @@ def run_quick_demo(
     metrics = compute_metrics(labels, probs)
     print(format_metrics_table(metrics, ATTRIBUTES))
 
-    save_checkpoint(out_dir / "model.safetensors", model, metrics=_json_metrics(metrics))
+    save_checkpoint(out_dir / "model.safetensors", model, metrics=json_safe(metrics))
     report = {
         "backbone": backbone,
         "input_size": list(input_size),
@@ -87,26 +88,11 @@ def run_quick_demo(
         "epochs": epochs,
         "seed": seed,
         "seconds": round(time.perf_counter() - start, 1),
-        "metrics": _json_metrics(metrics),
+        "metrics": json_safe(metrics),
     }
-    atomic_write(
-        out_dir / "report.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2))
-    )
+    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=2))
     print(
         f"wrote {out_dir / 'model.safetensors'} and {out_dir / 'report.json'} "
         f"in {report['seconds']} s"
     )
     return report
-
-
-def _json_metrics(metrics: dict) -> dict:
-    """Metrics with NaN replaced by None so the JSON stays standard."""
-
-    def clean(value):
-        if isinstance(value, float) and np.isnan(value):
-            return None
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        return value
-
-    return {key: clean(value) for key, value in metrics.items()}
