@@ -22,9 +22,10 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from pedattr.engine.convert import convert_authors_checkpoint, read_attribute_names
+    from pedattr.data.annotations import read_names_file
+    from pedattr.engine.convert import convert_authors_checkpoint
 
-    names = read_attribute_names(args.attribute_names) if args.attribute_names else None
+    names = read_names_file(args.attribute_names) if args.attribute_names else None
     checkpoint = convert_authors_checkpoint(
         args.source, args.out, attribute_names=names, modern_sampling=args.modern_sampling
     )

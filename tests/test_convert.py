@@ -11,12 +11,12 @@ from torch import Tensor, nn
 
 import pedattr
 from pedattr.cli import main
+from pedattr.data.annotations import read_names_file
 from pedattr.engine.checkpoint import load_checkpoint
 from pedattr.engine.convert import (
     PA100K_ATTRIBUTES,
     authors_state_dict_to_pedattr,
     convert_authors_checkpoint,
-    read_attribute_names,
 )
 from tests.authors_model import AuthorsALM
 
@@ -254,7 +254,7 @@ def test_wrong_shape_and_unexpected_keys_are_named(authors):
 def test_attribute_names_file(authors_file, tmp_path, capsys):
     names = tmp_path / "names.txt"
     names.write_text("a\n\nb\nc\n")
-    assert read_attribute_names(names) == ["a", "b", "c"]
+    assert read_names_file(names) == ["a", "b", "c"]
     assert main(["convert", str(authors_file), "--out", str(tmp_path / "o.safetensors"),
                  "--attribute-names", str(names)]) == 2  # fmt: skip
     error = capsys.readouterr().err
@@ -262,7 +262,7 @@ def test_attribute_names_file(authors_file, tmp_path, capsys):
 
     names.write_text("a\nb\na\n")
     with pytest.raises(ValueError, match=r"names\.txt: duplicate attribute names: a"):
-        read_attribute_names(names)
+        read_names_file(names)
     names.write_text("\n \n")
     with pytest.raises(ValueError, match=r"names\.txt: no attribute names"):
-        read_attribute_names(names)
+        read_names_file(names)

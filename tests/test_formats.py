@@ -515,3 +515,14 @@ def test_registry(tmp_path: Path) -> None:
         read_annotations("rap3", tmp_path)
     with pytest.raises(ValueError, match=r"'pa100k' does not take options \['partition'\]"):
         read_annotations("pa100k", tmp_path, partition=1)
+
+
+def test_names_file_tolerates_bom_comments_and_blank_lines(tmp_path: Path) -> None:
+    from pedattr.data.annotations import read_names_file
+
+    names = tmp_path / "names.txt"
+    names.write_text("\ufeffFemale  # first\n\n# a comment line\n Hat \n", encoding="utf-8")
+    assert read_names_file(names) == ["Female", "Hat"]
+    assert read_names_file(names, expected=2) == ["Female", "Hat"]
+    with raises_naming(str(names), "2 attribute names", "expected 3"):
+        read_names_file(names, expected=3)

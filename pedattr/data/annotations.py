@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,37 @@ SPLITS = ("train", "val", "test")
 
 class AnnotationError(ValueError):
     """An annotation file that does not match its format; the message names file and field."""
+
+
+def read_names_file(
+    path: str | os.PathLike, *, expected: int | None = None, reason: str = ""
+) -> list[str]:
+    """Attribute names from a text file: one per line, in order.
+
+    Blank lines and ``#`` comments are ignored, surrounding whitespace and a UTF-8 byte-order
+    mark (as Windows editors write) are stripped.
+
+    Args:
+        path: the file.
+        expected: the number of names the caller needs, checked when given.
+        reason: why that many, for the error message (e.g. "the lists have 5 labels per line").
+
+    Raises:
+        AnnotationError: no names, a repeated name or the wrong count; the message names the file.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8-sig")
+    names = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    names = [name for name in names if name]
+    if not names:
+        raise AnnotationError(f"{path}: no attribute names in the file")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise AnnotationError(f"{path}: duplicate attribute names: {', '.join(repeated)}")
+    if expected is not None and len(names) != expected:
+        because = f" ({reason})" if reason else ""
+        raise AnnotationError(f"{path}: {len(names)} attribute names, expected {expected}{because}")
+    return names
 
 
 @dataclass

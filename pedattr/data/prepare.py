@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pedattr.data.annotations import SPLITS, AnnotationError, RawAnnotations
+from pedattr.data.annotations import SPLITS, AnnotationError, RawAnnotations, read_names_file
 from pedattr.data.description import write_description
 
 #: Missing images named in the error message; the rest are counted.
@@ -51,10 +51,8 @@ def parse_attribute_selection(value: str) -> list[str]:
         AnnotationError: the selection is empty.
     """
     if value.startswith("@"):
-        lines = Path(value[1:]).read_text(encoding="utf-8").splitlines()
-        names = [line.split("#", 1)[0].strip() for line in lines]
-    else:
-        names = [name.strip() for name in value.split(",")]
+        return read_names_file(value[1:])
+    names = [name.strip() for name in value.split(",")]
     names = [name for name in names if name]
     if not names:
         raise AnnotationError(f"no attribute names in {value!r}")

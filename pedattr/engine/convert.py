@@ -44,7 +44,6 @@ __all__ = [
     "PA100K_ATTRIBUTES",
     "authors_state_dict_to_pedattr",
     "convert_authors_checkpoint",
-    "read_attribute_names",
 ]
 
 # PA-100K's 26 attributes in annotation.mat order (ALM_FACTS §8).
@@ -85,28 +84,6 @@ _NUMPY_SAFE_GLOBALS: list = [
 ]
 
 _MAX_LISTED = 5
-
-
-def read_attribute_names(path: str | os.PathLike) -> list[str]:
-    """Read attribute names, one per line in output order; blank lines are ignored.
-
-    Args:
-        path: UTF-8 text file.
-
-    Returns:
-        The names, stripped of surrounding whitespace.
-
-    Raises:
-        ValueError: the file holds no names or repeats one; the message names the file.
-    """
-    text = Path(path).read_text(encoding="utf-8-sig")  # -sig: tolerate a BOM from Windows editors
-    names = [line.strip() for line in text.splitlines() if line.strip()]
-    if not names:
-        raise ValueError(f"{os.fspath(path)}: no attribute names in the file")
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"{os.fspath(path)}: duplicate attribute names: {', '.join(duplicates)}")
-    return names
 
 
 def convert_authors_checkpoint(

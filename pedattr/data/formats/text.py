@@ -18,7 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pedattr.data.annotations import SPLITS, UNKNOWN, AnnotationError, RawAnnotations
+from pedattr.data.annotations import (
+    SPLITS,
+    UNKNOWN,
+    AnnotationError,
+    RawAnnotations,
+    read_names_file,
+)
 from pedattr.data.formats._common import PathLike, build
 
 # [<prefix>_]<split>[_list].txt, e.g. train.txt, val_list.txt, PETA_test_list.txt; trainval
@@ -81,16 +87,6 @@ def _read_list(path: Path, width: int | None) -> tuple[list[str], list[list[int]
     return names, rows
 
 
-def _read_names(path: Path, count: int) -> list[str]:
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    names = [name for name in names if name]
-    if len(names) != count:
-        raise AnnotationError(
-            f"{path}: {len(names)} attribute names, but the lists have {count} labels per line"
-        )
-    return names
-
-
 def _check_unique_images(names: list[str], files: list[Path]) -> None:
     seen: dict[str, Path] = {}
     for name, file in zip(names, files, strict=True):
@@ -143,7 +139,9 @@ def read_text_lists(
     _check_unique_images(names, origins)
     count = len(rows[0])
     if names_file is not None:
-        attributes = _read_names(Path(names_file), count)
+        attributes = read_names_file(
+            names_file, expected=count, reason=f"the lists have {count} labels per line"
+        )
     else:
         digits = max(2, len(str(count - 1)))
         attributes = [f"attr_{i:0{digits}d}" for i in range(count)]
