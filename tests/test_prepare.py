@@ -246,3 +246,33 @@ def test_help_lists_every_format(capsys: pytest.CaptureFixture) -> None:
     text = capsys.readouterr().out
     assert all(f"  {name} " in text for name in FORMATS)
     assert "RAP_dataset" in text and "--allow-missing" in text
+
+
+def test_description_refuses_bad_label_values_and_undefined_weights(tmp_path):
+    import numpy as np
+
+    from pedattr.data.annotations import AnnotationError, RawAnnotations
+    from pedattr.data.description import DatasetDescription, write_description
+
+    raw = RawAnnotations(
+        attribute_names=["a", "b"],
+        image_names=["x.jpg", "y.jpg", "z.jpg"],
+        labels=np.array([[1, 2], [0, 2], [1, 1]]),
+        splits=np.array(["train", "train", "test"]),
+        image_root=tmp_path,
+    )
+    with pytest.raises(AnnotationError, match=r"without any known label.*\['b'\]"):
+        write_description(raw, tmp_path / "d")
+    test_only = RawAnnotations(
+        attribute_names=["a"],
+        image_names=["x.jpg"],
+        labels=np.array([[1]]),
+        splits=np.array(["test"]),
+        image_root=tmp_path,
+    )
+    write_description(test_only, tmp_path / "t")
+    assert DatasetDescription.load(tmp_path / "t").positive_ratio is None
+    samples = tmp_path / "t" / "samples.csv"
+    samples.write_text(samples.read_text().replace("test,1", "test,3"))
+    with pytest.raises(AnnotationError, match="0, 1 or 2"):
+        DatasetDescription.load(tmp_path / "t")

@@ -258,7 +258,12 @@ class AttributeDataset(Dataset):
 
         These are the loss weights' ``a_m`` (:class:`pedattr.engine.loss.WeightedBCELoss`);
         they never come from validation or test labels.
+
+        Raises:
+            ValueError: the dataset has no training split.
         """
+        if self.description.positive_ratio is None:
+            raise ValueError(f"{self.description.root}: no training split, so no loss weights")
         return torch.as_tensor(self.description.positive_ratio, dtype=torch.float32)
 
     def __len__(self) -> int:

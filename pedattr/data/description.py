@@ -40,12 +40,26 @@ SAMPLES_FILE = "samples.csv"
 BOXES_FILE = "boxes.json"
 
 
-def training_positive_ratio(labels: np.ndarray, splits: np.ndarray) -> list[float]:
-    """Positive ratio per attribute over the training split, ignoring unknown labels."""
+def training_positive_ratio(
+    labels: np.ndarray, splits: np.ndarray, attribute_names: list[str] | None = None
+) -> list[float] | None:
+    """Positive ratio per attribute over the training split, ignoring unknown labels.
+
+    Returns None for a dataset without a training split (evaluation only).
+
+    Raises:
+        AnnotationError: an attribute has no known (0/1) label in the training split, so its
+            loss weight would be undefined.
+    """
     train = labels[splits == "train"]
+    if len(train) == 0:
+        return None
     known = (train != UNKNOWN).sum(axis=0)
-    positives = (train == 1).sum(axis=0)
-    return [float(p / k) if k else 0.0 for p, k in zip(positives, known, strict=True)]
+    if (known == 0).any():
+        names = attribute_names or [f"#{i}" for i in range(labels.shape[1])]
+        names = [name for name, k in zip(names, known, strict=True) if k == 0]
+        raise AnnotationError(f"attributes without any known label in the training split: {names}")
+    return ((train == 1).sum(axis=0) / known).tolist()
 
 
 def _samples_csv(raw: RawAnnotations) -> str:
@@ -69,7 +83,7 @@ def write_description(
         "attributes": list(raw.attribute_names),
         "image_root": str(raw.image_root),
         "splits": {s: int((raw.splits == s).sum()) for s in SPLITS if (raw.splits == s).any()},
-        "positive_ratio": training_positive_ratio(raw.labels, raw.splits),
+        "positive_ratio": training_positive_ratio(raw.labels, raw.splits, raw.attribute_names),
         "num_samples": len(raw.image_names),
         "source": raw.source,
         "missing_images": list(missing_images or []),
@@ -96,7 +110,7 @@ class DatasetDescription:
     image_names: list[str]
     labels: np.ndarray  # [N, M] uint8, 0/1/2
     splits: np.ndarray  # [N] split names
-    positive_ratio: np.ndarray  # [M], training split
+    positive_ratio: np.ndarray | None  # [M], training split; None without one
     meta: dict = field(default_factory=dict)
     boxes: dict[str, dict[str, list[float]]] | None = None
 
@@ -122,7 +136,9 @@ class DatasetDescription:
             image_names=names,
             labels=labels,
             splits=splits,
-            positive_ratio=np.asarray(meta["positive_ratio"], dtype=np.float64),
+            positive_ratio=None
+            if meta["positive_ratio"] is None
+            else np.asarray(meta["positive_ratio"], dtype=np.float64),
             meta=meta,
             boxes=json.loads(boxes_path.read_text()) if boxes_path.is_file() else None,
         )
@@ -151,7 +167,12 @@ def _read_samples(path: Path, attributes: list[str]) -> tuple[list[str], np.ndar
     names = [row[0] for row in rows]
     splits = np.array([row[1] for row in rows], dtype=object)
     try:
-        labels = np.array([row[2:] for row in rows], dtype=np.uint8).reshape(len(rows), -1)
+        labels = np.array([row[2:] for row in rows], dtype=np.int64).reshape(len(rows), -1)
     except ValueError as err:
         raise AnnotationError(f"{path}: malformed label values ({err})") from err
-    return names, labels, splits
+    if not np.isin(labels, (0, 1, UNKNOWN)).all():
+        raise AnnotationError(f"{path}: label values must be 0, 1 or 2 (unknown)")
+    bad_splits = sorted(set(splits.tolist()) - set(SPLITS))
+    if bad_splits:
+        raise AnnotationError(f"{path}: unknown split names {bad_splits}; expected {SPLITS}")
+    return names, labels.astype(np.uint8), splits
