@@ -89,15 +89,14 @@ def _mode_images() -> dict[str, tuple[Image.Image, str]]:
 
 
 @pytest.mark.parametrize("case", list(_mode_images()))
-def test_every_mode_decodes_to_rgb_in_unit_range(tmp_path: Path, case: str) -> None:
+def test_every_mode_decodes_to_uint8_rgb(tmp_path: Path, case: str) -> None:
     image, suffix = _mode_images()[case]
     path = tmp_path / f"image.{suffix}"
     image.save(path)
     description = make_description(tmp_path, {f"image.{suffix}": path.read_bytes()})
     tensor, labels, index = AttributeDataset(description, "train")[0]
     assert isinstance(tensor, torch.Tensor), tensor
-    assert tensor.shape == (3, 256, 128) and tensor.dtype == torch.float32
-    assert tensor.min() >= 0 and tensor.max() <= 1
+    assert tensor.shape == (3, 256, 128) and tensor.dtype == torch.uint8
     assert labels.shape == (2,) and index == 0
 
 
@@ -142,8 +141,8 @@ def test_pipeline_outputs_unnormalised_values(tmp_path: Path) -> None:
     white = Image.new("RGB", (10, 20), (255, 255, 255))
     description = make_description(tmp_path, {"white.png": white})
     tensor = AttributeDataset(description, "train", input_size=SMALL)[0][0]
-    # Normalisation is the model's job: the pipeline gives plain [0, 1] RGB.
-    assert torch.equal(tensor, torch.ones(3, *SMALL))
+    # Normalisation is the model's job: the pipeline gives plain uint8 RGB.
+    assert torch.equal(tensor, torch.full((3, *SMALL), 255, dtype=torch.uint8))
 
 
 # --- augmentation -----------------------------------------------------------------------------

@@ -66,6 +66,13 @@ def test_pyramid_bilinear_matches_authors_interpolation():
     torch.testing.assert_close(low[:, :2], expected)
 
 
+def test_normalization_takes_uint8_as_0_255():
+    pixels = torch.randint(0, 256, (2, 3, 4, 2), dtype=torch.uint8)
+    for name in ("imagenet", "caffe"):
+        norm = InputNormalization(name)
+        torch.testing.assert_close(norm(pixels), norm(pixels.float() / 255))
+
+
 def test_caffe_normalization_is_bgr_0_255_minus_mean():
     rgb = torch.rand(1, 3, 2, 2)
     out = InputNormalization("caffe")(rgb)

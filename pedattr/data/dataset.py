@@ -1,6 +1,6 @@
 """The input pipeline: a prepared dataset's images as tensors, and a loader that survives bad files.
 
-Every image goes through the same steps, in training, evaluation and the demo:
+Every image read from a prepared dataset goes through the same steps:
 
 1. decode with Pillow and apply the EXIF orientation (a phone photo tagged "rotate 90" is shown
    upright by every viewer; labels were made looking at it that way);
@@ -16,8 +16,9 @@ Every image goes through the same steps, in training, evaluation and the demo:
    about 1.5 times faster on 100 x 250 JPEGs (measured);
 4. training only: augmentations on the resized uint8 image, by default just a random horizontal
    flip with probability ``flip_prob`` (the paper's only augmentation);
-5. scale to float32 RGB in [0, 1]. There is no mean/std normalisation here: it lives inside the
-   model (:mod:`pedattr.models.normalization`, including both BN-Inception conventions), so a
+5. stay uint8: batches cross from workers and to the GPU at a quarter of float32's size, and
+   the model scales them (:mod:`pedattr.models.normalization` takes uint8 0..255 or float
+   0..1 and applies the backbone's convention, including both BN-Inception ones), so a
    checkpoint carries the convention its backbone needs and the pipeline is the same for all.
 
 An image that cannot be read (missing, corrupt, truncated, not an image) does not raise in the
@@ -32,7 +33,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -118,27 +118,6 @@ def load_rgb(path: str | os.PathLike) -> Image.Image:
 # --- transform --------------------------------------------------------------------------------
 
 
-@contextmanager
-def _single_threaded() -> Iterator[None]:
-    """Run the per-image torch ops on one thread (in the main process; workers already do).
-
-    Per-image ops are far too small to gain from intra-op threads, and when another process
-    keeps a core busy every parallel region waits for a descheduled thread: the float
-    conversion of one image took 32 ms instead of 17 us on a loaded 2-core machine (measured).
-    Not safe if another Python thread of the process trains a model at the same time, since the
-    thread count is process-wide.
-    """
-    threads = torch.get_num_threads()
-    if threads == 1 or get_worker_info() is not None:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @dataclass(frozen=True)
 class HorizontalFlip:
     """Augmentation mirroring the image left-right with ``probability``.
@@ -156,7 +135,7 @@ class HorizontalFlip:
 
 @dataclass
 class ImageTransform:
-    """RGB Pillow image -> float32 tensor [3, H, W] in [0, 1]: resize, augment, scale.
+    """RGB Pillow image -> uint8 tensor [3, H, W]: resize, augment.
 
     Augmentations work on the resized uint8 tensor, the cheapest place for them; new ones
     (crops, colour jitter, ...) are added to ``augmentations``, they draw their randomness from
@@ -171,12 +150,11 @@ class ImageTransform:
     augmentations: list[Augmentation] = field(default_factory=list)
 
     def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> Tensor:
-        with _single_threaded():
-            pixels = TF.pil_to_tensor(image)  # uint8 [3, h, w], channels-last view: fast resize
-            pixels = TF.resize(pixels, list(self.input_size), antialias=True)
-            for augment in self.augmentations:
-                pixels = augment(pixels, generator)
-            return pixels.to(torch.float32).div_(255)
+        pixels = TF.pil_to_tensor(image)  # uint8 [3, h, w], channels-last view: fast resize
+        pixels = TF.resize(pixels, list(self.input_size), antialias=True)
+        for augment in self.augmentations:
+            pixels = augment(pixels, generator)
+        return pixels
 
 
 def build_transform(
@@ -298,7 +276,8 @@ class Batch(NamedTuple):
     """A collated batch without its unreadable samples.
 
     Attributes:
-        images: float32 [B, 3, H, W] in [0, 1] (B may be 0 when every sample failed).
+        images: uint8 RGB [B, 3, H, W] (B may be 0 when every sample failed); models take
+            them as they are.
         labels: float32 [B, M].
         indices: int64 [B], the samples' rows in the description.
         failed: (path, reason) of each sample of this batch that could not be read.
@@ -316,11 +295,10 @@ def collate_skip_failed(samples: Sequence[tuple[Tensor | DecodeFailure, Tensor, 
     failed = tuple((s[0].path, s[0].reason) for s in samples if isinstance(s[0], DecodeFailure))
     if good:
         # default_collate writes into shared memory inside a worker: no copy on the way back.
-        with _single_threaded():  # 12 MB for 32 images: a copy too small to share out well
-            images = default_collate([s[0] for s in good])
+        images = default_collate([s[0] for s in good])
         labels = default_collate([s[1] for s in good])
     else:
-        images = torch.empty((0, *samples[0][0].shape))
+        images = torch.empty((0, *samples[0][0].shape), dtype=torch.uint8)
         labels = torch.empty((0, *samples[0][1].shape))
     indices = torch.tensor([s[2] for s in good], dtype=torch.int64)
     return Batch(images, labels, indices, failed)

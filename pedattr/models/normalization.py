@@ -1,6 +1,7 @@
 """Input normalisation, kept inside the model so a checkpoint or an ONNX file carries it.
 
-Models take RGB images scaled to [0, 1]. BN-Inception's public weights were trained on BGR
+Models take RGB images as float in [0, 1] or as uint8 in 0..255 (what the input pipeline
+yields). BN-Inception's public weights were trained on BGR
 images in 0..255 minus a per-channel mean ("caffe"); the authors' code, like most later code,
 feeds ImageNet-normalised RGB instead and fine-tunes through the mismatch ("imagenet").
 """
@@ -49,9 +50,14 @@ class InputNormalization(nn.Module):
         self.register_buffer("offset", b, persistent=False)
 
     def forward(self, images: Tensor) -> Tensor:
+        """Normalise RGB images given as float in [0, 1] or uint8 in 0..255."""
+        multiplier = self.multiplier
+        if not images.is_floating_point():
+            images = images.to(multiplier.dtype)
+            multiplier = multiplier / 255
         if self.bgr:
             images = images.flip(1)
-        return images * self.multiplier + self.offset
+        return images * multiplier + self.offset
 
     def extra_repr(self) -> str:
         return f"{self.name!r}: {asdict(NORMALIZATIONS[self.name])}"
