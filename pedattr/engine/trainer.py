@@ -54,9 +54,10 @@ def train_epoch(
     for images, labels in progress:
         images, labels = images.to(device), labels.to(device)
         loss = train_step(model, images, labels, optimizer, criterion)
-        total += loss.item() * images.shape[0]
+        value = loss.item()  # one device sync per step
+        total += value * images.shape[0]
         count += images.shape[0]
-        progress.set_postfix(loss=f"{loss.item():.4f}")
+        progress.set_postfix(loss=f"{value:.4f}")
     return total / max(count, 1)
 
 
