@@ -51,7 +51,7 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_demo(subparsers) -> None:
+def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo",
         help="train and evaluate ALM on generated pedestrians (a few minutes on a CPU)",
@@ -68,7 +68,7 @@ def _add_demo(subparsers) -> None:
     p.set_defaults(func=_demo)
 
 
-def _add_summary(subparsers) -> None:
+def _add_summary(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "summary",
         help="parameter count and FLOPs of a model",
@@ -89,7 +89,7 @@ def _add_summary(subparsers) -> None:
     p.set_defaults(func=_summary)
 
 
-def _add_convert(subparsers) -> None:
+def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "convert",
         help="convert an ALM checkpoint released by the paper's authors",
@@ -132,7 +132,7 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_prepare(subparsers) -> None:
+def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
     import textwrap
 
     from pedattr.data.prepare import FORMAT_LAYOUTS

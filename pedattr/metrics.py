@@ -156,7 +156,13 @@ def compute_metrics(
     Warns:
         UndefinedMetricWarning: when some attributes have no positives or no negatives.
     """
-    gt, prob = _validate(labels, probs)
+    return _metrics_of_valid(*_validate(labels, probs), threshold)
+
+
+def _metrics_of_valid(
+    gt: np.ndarray, prob: np.ndarray, threshold: float | Sequence[float] | np.ndarray
+) -> dict[str, Any]:
+    """``compute_metrics`` on inputs that ``_validate`` already accepted."""
     truth = gt == 1  # unknown (2) counts as negative
     pred = prob > _thresholds(threshold, gt.shape[1])
     per_attribute = _label_based(truth, pred)
@@ -218,7 +224,8 @@ class AttributeEvaluator:
         """
         if not self._labels:
             raise ValueError("evaluate() called before any batch was processed")
-        metrics = compute_metrics(
+        # Every batch was validated in process(); the concatenation needs no second pass.
+        metrics = _metrics_of_valid(
             np.concatenate(self._labels), np.concatenate(self._probs), self.threshold
         )
         metrics["per_attribute"] = dict(
