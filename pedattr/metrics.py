@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
-UNKNOWN_LABEL = 2
-_VALID_LABELS = (0, 1, UNKNOWN_LABEL)
+from pedattr.data.annotations import UNKNOWN
+
+_VALID_LABELS = (0, 1, UNKNOWN)
 
 
 class UndefinedMetricWarning(UserWarning):

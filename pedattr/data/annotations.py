@@ -19,6 +19,27 @@ class AnnotationError(ValueError):
     """An annotation file that does not match its format; the message names file and field."""
 
 
+def positive_ratio(labels: np.ndarray, attribute_names: Sequence[str] | None = None) -> np.ndarray:
+    """Positives / known (0 or 1) labels per attribute of an [N, M] label matrix.
+
+    These ratios are the loss weights' ``a_m``; unknown labels (2) count in neither term.
+
+    Raises:
+        AnnotationError: the labels are not 2-D, or an attribute has no known label (its
+            weight would be undefined); attributes are named, or given by index.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise AnnotationError(f"labels must be 2-D [N, M]; got shape {labels.shape}")
+    known = (labels != UNKNOWN).sum(axis=0)
+    if (known == 0).any():
+        missing = np.flatnonzero(known == 0).tolist()
+        if attribute_names is not None:
+            missing = [attribute_names[i] for i in missing]
+        raise AnnotationError(f"attributes without any known label (0 or 1): {missing}")
+    return (labels == 1).sum(axis=0) / known
+
+
 def read_names_file(
     path: str | os.PathLike, *, expected: int | None = None, reason: str = ""
 ) -> list[str]:

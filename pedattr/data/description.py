@@ -31,7 +31,13 @@ import numpy as np
 
 from pedattr._io import atomic_write_text
 from pedattr._version import __version__
-from pedattr.data.annotations import SPLITS, UNKNOWN, AnnotationError, RawAnnotations
+from pedattr.data.annotations import (
+    SPLITS,
+    UNKNOWN,
+    AnnotationError,
+    RawAnnotations,
+    positive_ratio,
+)
 
 FORMAT_NAME = "pedattr-dataset"
 FORMAT_VERSION = 1
@@ -54,12 +60,10 @@ def training_positive_ratio(
     train = labels[splits == "train"]
     if len(train) == 0:
         return None
-    known = (train != UNKNOWN).sum(axis=0)
-    if (known == 0).any():
-        names = attribute_names or [f"#{i}" for i in range(labels.shape[1])]
-        names = [name for name, k in zip(names, known, strict=True) if k == 0]
-        raise AnnotationError(f"attributes without any known label in the training split: {names}")
-    return ((train == 1).sum(axis=0) / known).tolist()
+    try:
+        return positive_ratio(train, attribute_names).tolist()
+    except AnnotationError as err:
+        raise AnnotationError(f"training split: {err}") from None
 
 
 def _samples_csv(raw: RawAnnotations) -> str:

@@ -24,7 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-UNKNOWN_LABEL = 2
+from pedattr.data import annotations
+from pedattr.data.annotations import UNKNOWN
+
 WEIGHTINGS = ("paper", "authors", "deepmar", "none")
 
 
@@ -40,15 +42,8 @@ def positive_ratio(labels: Tensor | Sequence[Sequence[float]]) -> Tensor:
     Raises:
         ValueError: if the labels are not 2-D or an attribute has no known entry.
     """
-    labels = torch.as_tensor(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"labels must be 2-D [N, M]; got shape {tuple(labels.shape)}")
-    known = (labels != UNKNOWN_LABEL).sum(dim=0)
-    if (known == 0).any():
-        missing = torch.nonzero(known == 0).flatten().tolist()
-        raise ValueError(f"attributes {missing} have no known (0/1) label")
-    positives = (labels == 1).sum(dim=0)
-    return (positives.double() / known.double()).float()
+    labels = torch.as_tensor(labels).cpu().numpy()
+    return torch.from_numpy(annotations.positive_ratio(labels)).float()
 
 
 def _term_weights(ratio: Tensor, weighting: str) -> tuple[Tensor, Tensor]:
@@ -120,7 +115,7 @@ class WeightedBCELoss(nn.Module):
             Scalar loss.
         """
         self._check_shapes(logits, labels)
-        known = labels != UNKNOWN_LABEL  # [B, M]
+        known = labels != UNKNOWN  # [B, M]
         target = (labels == 1).to(logits.dtype)  # [B, M]
         weight = torch.where(target.bool(), self.pos_weight, self.neg_weight) * known  # [B, M]
         elementwise = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
