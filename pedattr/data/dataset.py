@@ -418,8 +418,11 @@ def build_loader(
         pin_memory: page-locked batches for faster copies to the GPU; default: when CUDA is
             available.
     """
+    # The flips get their own stream: a generator seeded like the shuffle's would replay its
+    # random numbers.
+    flip_seed = seed + 1
     dataset = AttributeDataset(
-        description, split, input_size=input_size, train=train, flip_prob=flip_prob, seed=seed
+        description, split, input_size=input_size, train=train, flip_prob=flip_prob, seed=flip_seed
     )
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
