@@ -124,9 +124,7 @@ def check_images(raw: RawAnnotations, *, allow_missing: bool) -> tuple[RawAnnota
         return raw, []
     if not allow_missing or len(missing) == len(raw.image_names):
         raise MissingImagesError(_missing_message(raw, missing))
-    kept = drop_images(raw, missing)
-    kept.source["missing_images_dropped"] = len(missing)
-    return kept, missing
+    return drop_images(raw, missing), missing
 
 
 def format_summary(raw: RawAnnotations, out_dir: Path, missing: Sequence[str]) -> str:
