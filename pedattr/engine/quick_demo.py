@@ -17,16 +17,17 @@ import torch
 from torch import Tensor
 
 from pedattr._io import atomic_write_text
+from pedattr.data.dataset import HorizontalFlip
 from pedattr.data.synthetic import ATTRIBUTES, generate_arrays
 from pedattr.engine.checkpoint import json_safe, save_checkpoint
 from pedattr.engine.loss import WeightedBCELoss, positive_ratio
-from pedattr.engine.trainer import predict_probabilities, random_horizontal_flip, train_epoch
+from pedattr.engine.trainer import predict_probabilities, train_epoch
 from pedattr.metrics import compute_metrics, format_metrics_table
 from pedattr.models.model import build_model
 
 
 def _to_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[Tensor, Tensor]:
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)  # [N, 3, H, W] in [0, 1]
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # uint8 [N, 3, H, W]
     return x, torch.from_numpy(labels).float()
 
 
@@ -34,10 +35,13 @@ def _batches(
     images: Tensor, labels: Tensor, batch_size: int, *, train: bool, generator: torch.Generator
 ) -> Iterator[tuple[Tensor, Tensor]]:
     order = torch.randperm(len(images), generator=generator) if train else torch.arange(len(images))
+    flip = HorizontalFlip()  # the input pipeline's training augmentation
     for start in range(0, len(images), batch_size):
         index = order[start : start + batch_size]
         batch = images[index]
-        yield (random_horizontal_flip(batch, generator) if train else batch), labels[index]
+        if train:
+            batch = torch.stack([flip(image, generator) for image in batch])
+        yield batch, labels[index]
 
 
 def run_quick_demo(

@@ -12,12 +12,6 @@ from tqdm import tqdm
 from pedattr.engine.loss import deep_supervision_loss
 
 
-def random_horizontal_flip(images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Mirror each image of a [B, 3, H, W] batch with probability 0.5 (the paper's augmentation)."""
-    flip = torch.rand(images.shape[0], generator=generator) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1).to(images.device), images.flip(-1), images)
-
-
 def train_step(
     model: nn.Module,
     images: Tensor,
@@ -47,7 +41,10 @@ def train_epoch(
     device: torch.device | str = "cpu",
     description: str = "train",
 ) -> float:
-    """One pass over ``batches`` of (images in [0, 1], labels); returns the mean loss."""
+    """One pass over ``batches`` of (images, labels); returns the mean loss.
+
+    Images are RGB, uint8 or float in [0, 1], as the model takes them.
+    """
     model.train()
     total, count = 0.0, 0
     progress = tqdm(batches, desc=description, leave=False, dynamic_ncols=True)
