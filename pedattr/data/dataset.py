@@ -44,6 +44,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate, get_worker_info
 
 from pedattr.data.description import DatasetDescription
+from pedattr.data.sampler import SeededBatchSampler, SeededKey, ShardSampler
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +258,14 @@ class AttributeDataset(Dataset):
             self._generator_owner = owner
         return self._generator
 
-    def __getitem__(self, position: int) -> tuple[Tensor | DecodeFailure, Tensor, int]:
+    def __getitem__(self, key: int | SeededKey) -> tuple[Tensor | DecodeFailure, Tensor, int]:
+        """The sample at a position, or at ``(position, seed)`` with its augmentations seeded.
+
+        :class:`pedattr.data.sampler.SeededBatchSampler` gives keys of the second kind, so that
+        a sample's flip depends on the run's seed and epoch only, not on which worker or
+        process reads it.
+        """
+        position, item_seed = key if isinstance(key, tuple) else (key, None)
         path = self.paths[position]
         index = int(self.indices[position])
         try:
@@ -265,7 +273,11 @@ class AttributeDataset(Dataset):
         except Exception as err:  # any per-file failure is counted, not fatal; see FailureTracker
             reason = f"{type(err).__name__}: {err}"
             return DecodeFailure(path, reason, (3, *self.input_size)), self.labels[position], index
-        generator = self._rng() if self.transform.augmentations else None
+        generator = None
+        if self.transform.augmentations:
+            generator = (
+                self._rng() if item_seed is None else torch.Generator().manual_seed(item_seed)
+            )
         return self.transform(image, generator), self.labels[position], index
 
 
@@ -398,18 +410,22 @@ def build_loader(
     seed: int = 0,
     flip_prob: float = 0.5,
     pin_memory: bool | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
-    """A DataLoader of :class:`Batch` for one split.
+    """A DataLoader of :class:`Batch` for one split, or for one rank's share of it.
 
-    Training loaders shuffle and drop the last incomplete batch (a batch of one would break
-    batch norm), unless the split is smaller than one batch. The order, the worker seeds and the
-    flips all derive from ``seed``.
+    Training loaders draw shuffled global batches from a :class:`SeededBatchSampler`: the
+    order and every sample's flip derive from ``seed`` and the epoch (``set_epoch`` on
+    ``loader.batch_sampler``), whatever the number of workers or processes. Evaluation loaders
+    keep the split's order; with several processes each reads every ``world_size``-th sample.
 
     Args:
         description: a :class:`DatasetDescription` or the folder ``pedattr prepare`` wrote.
         split: "train", "val", "test" or "trainval".
-        batch_size: samples per batch (before failed ones are dropped).
-        train: shuffle, drop the last batch and augment.
+        batch_size: samples per batch (before failed ones are dropped); in training, the global
+            batch over all processes.
+        train: shuffle, drop the last incomplete batch and augment.
         workers: DataLoader worker processes; 0 decodes in the main process. Workers stay alive
             between epochs.
         input_size: output (height, width).
@@ -417,23 +433,24 @@ def build_loader(
         flip_prob: horizontal flip probability in training.
         pin_memory: page-locked batches for faster copies to the GPU; default: when CUDA is
             available.
+        rank: this process's rank (distributed runs).
+        world_size: number of processes.
     """
-    # The flips get their own stream: a generator seeded like the shuffle's would replay its
-    # random numbers.
-    flip_seed = seed + 1
     dataset = AttributeDataset(
-        description, split, input_size=input_size, train=train, flip_prob=flip_prob, seed=flip_seed
+        description, split, input_size=input_size, train=train, flip_prob=flip_prob, seed=seed
     )
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=train,
-        drop_last=train and len(dataset) >= batch_size,
+    common = dict(
         num_workers=workers,
         persistent_workers=workers > 0,
         pin_memory=pin_memory,
         collate_fn=collate_skip_failed,
-        generator=torch.Generator().manual_seed(seed),
     )
+    if train:
+        sampler = SeededBatchSampler(
+            len(dataset), batch_size, seed=seed, rank=rank, world_size=world_size
+        )
+        return DataLoader(dataset, batch_sampler=sampler, **common)
+    shard = ShardSampler(len(dataset), rank=rank, world_size=world_size)
+    return DataLoader(dataset, batch_size=batch_size, sampler=shard, **common)
