@@ -195,6 +195,244 @@ def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_prepare)
 
 
+def _add_device_options(p: argparse.ArgumentParser) -> None:
+    """--batch-size, --workers and --device, shared by eval and calibrate."""
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        metavar="N",
+        help="images per forward pass (default 64)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="image-decoding worker processes, 0 decodes in the main process (default 2)",
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default auto)",
+    )
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from pedattr._io import atomic_write_text
+    from pedattr.engine.distributed import resolve_device
+    from pedattr.engine.evaluation import evaluate_checkpoint, format_report
+
+    if args.plot:  # a bad plot path fails now, not after the evaluation
+        from pedattr.plots import plot_format
+
+        plot_format(args.plot)
+    device = resolve_device(args.device)
+    reports = []
+    for checkpoint in args.checkpoint:
+        report = evaluate_checkpoint(
+            checkpoint,
+            args.data,
+            split=args.split,
+            thresholds=args.thresholds,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            device=device,
+        )
+        if reports:
+            print()
+        print(format_report(report))
+        reports.append(report)
+    if args.json:
+        document = reports[0] if len(reports) == 1 else reports
+        atomic_write_text(args.json, json.dumps(document, indent=2, allow_nan=False) + "\n")
+        print(f"wrote {args.json}")
+    if args.plot:
+        from pedattr.plots import plot_attribute_accuracy, short_labels
+
+        labels = short_labels(args.checkpoint)
+        series = {
+            label: report["metrics"]["per_attribute"]
+            for label, report in zip(labels, reports, strict=True)
+        }
+        title = f"per-attribute mA on {args.data} ({args.split})"
+        print(f"wrote {plot_attribute_accuracy(series, args.plot, title=title)}")
+    return 0
+
+
+def _add_eval(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate checkpoints on a prepared dataset with the paper's metrics",
+        description="Evaluate one or more checkpoints on a split of a prepared dataset (see "
+        "`pedattr prepare`). For each checkpoint, print the paper's table (mA, instance "
+        "accuracy, precision, recall, F1, in percent) followed by the mA of every attribute; "
+        "attributes without positives or negatives in the split are reported as undefined and "
+        "left out of mA. A prediction is positive when its probability is above 0.5, the "
+        "threshold of every published number, so results compare with the paper's; "
+        "--thresholds calibrated uses the per-attribute thresholds that `pedattr calibrate` "
+        "chose on the validation split instead. The checkpoint's attributes must be the "
+        "dataset's, in the same order.",
+    )
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        nargs="+",
+        metavar="CKPT",
+        help="pedattr checkpoint(s) (.safetensors); several are compared in --plot",
+    )
+    p.add_argument(
+        "--data", required=True, metavar="DATA_DIR", help="folder written by `pedattr prepare`"
+    )
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "val", "test", "trainval"),
+        help="split to evaluate (default test)",
+    )
+    p.add_argument(
+        "--thresholds",
+        default="default",
+        choices=("default", "calibrated"),
+        help="default: 0.5 for every attribute (comparable with the paper); calibrated: the "
+        "thresholds stored by `pedattr calibrate`",
+    )
+    p.add_argument(
+        "--json",
+        metavar="OUT.json",
+        help="write the report (a list of reports for several checkpoints) as JSON",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="OUT.png",
+        help="write a bar chart of per-attribute mA comparing the checkpoints (.png, .pdf, .svg)",
+    )
+    _add_device_options(p)
+    p.set_defaults(func=_eval)
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from pedattr.engine.calibration import calibrate_checkpoint, format_calibration
+    from pedattr.engine.distributed import resolve_device
+
+    report = calibrate_checkpoint(
+        args.checkpoint,
+        args.data,
+        split=args.split,
+        objective=args.objective,
+        out=args.out,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=resolve_device(args.device),
+    )
+    print(format_calibration(report))
+    return 0
+
+
+def _add_calibrate(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "calibrate",
+        help="choose per-attribute thresholds on the validation split and store them",
+        description="Predict a split of a prepared dataset (the validation split by default), "
+        "choose for every attribute the threshold that maximises its balanced accuracy (its mA "
+        "term) or its F1 over the images whose label is known, and store the thresholds in the "
+        "checkpoint. Prints each attribute's threshold and its score before (at 0.5) and after. "
+        "Attributes without positives or negatives keep 0.5. The test split is refused: "
+        "thresholds chosen on it would make its metrics optimistic. `pedattr eval` uses the "
+        "stored thresholds only with --thresholds calibrated.",
+    )
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="pedattr checkpoint")
+    p.add_argument(
+        "--data", required=True, metavar="DATA_DIR", help="folder written by `pedattr prepare`"
+    )
+    p.add_argument(
+        "--split",
+        default="val",
+        choices=("train", "val", "test", "trainval"),
+        help="split to choose the thresholds on (default val; test is refused)",
+    )
+    p.add_argument(
+        "--objective",
+        default="mA",
+        choices=("mA", "f1"),
+        help="what each attribute's threshold maximises: mA (balanced accuracy) or f1 (default mA)",
+    )
+    p.add_argument(
+        "--out",
+        metavar="CKPT",
+        help="write the calibrated checkpoint here (default: over --checkpoint)",
+    )
+    _add_device_options(p)
+    p.set_defaults(func=_calibrate)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pedattr.engine.training import TrainingError, train
+
+    overrides = list(args.overrides)
+    for key, value in (
+        ("data.root", args.data),
+        ("run.out", args.out),
+        ("run.init_from", args.init_from),
+    ):
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")  # quoted: any path stays a string
+    try:
+        train(args.config, overrides, resume=args.resume)
+    except TrainingError as err:
+        print(f"pedattr train: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model with the paper's recipe (configs/*.yaml)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Train ALM or the baseline on a prepared dataset. Each epoch trains with deep
+supervision and the weighted loss, evaluates the validation split, and writes
+RUN/last.safetensors, RUN/best.safetensors (best validation mA) and a line of
+RUN/log.jsonl. At the end the best checkpoint is evaluated once on the test
+split (RUN/report.json). Datasets without a validation split (RAP v1) hold out
+data.val_fraction of the training images, listed in RUN/val_split.txt.
+
+Ctrl-C or SIGTERM stops after the current step with the state saved;
+`pedattr train --resume RUN` continues to the same weights an uninterrupted
+run reaches. Several processes: torchrun --nproc_per_node N -m pedattr.cli
+train ... (NCCL on GPUs, gloo on CPUs; optim.batch_size is the global batch).""",
+        epilog="""\
+examples:
+  pedattr train --config configs/pa100k.yaml --data data/pa100k --out runs/pa100k
+  pedattr train --config configs/rap1.yaml optim.epochs=10 run.amp=bf16
+  pedattr train --config configs/pa100k_two_stage.yaml --out runs/pa100k_2stage
+  pedattr train --resume runs/pa100k""",
+    )
+    p.add_argument("--config", help="YAML config (see configs/); its `base` files apply first")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="SECTION.KEY=VALUE",
+        help="override any config key, e.g. optim.lr=3e-4 model.input_size=[128,64]",
+    )
+    p.add_argument("--data", help="prepared dataset folder (sets data.root)")
+    p.add_argument("--out", help="run folder (sets run.out)")
+    p.add_argument(
+        "--init-from",
+        metavar="CKPT",
+        help="start from a trained baseline's backbone (sets run.init_from; two-stage warm-up)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the interrupted run in folder RUN, exactly as it was configured",
+    )
+    p.set_defaults(func=_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pedattr",
@@ -205,16 +443,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"pedattr {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_demo, _add_summary, _add_convert, _add_prepare):
+    for add in (
+        _add_demo,
+        _add_summary,
+        _add_convert,
+        _add_prepare,
+        _add_train,
+        _add_eval,
+        _add_calibrate,
+    ):
         add(subparsers)
     return parser
+
+
+#: Errors that mean bad input (a wrong path, a file that is not what it should be, mismatched
+#: attributes, an output that cannot be written): one line on stderr and exit status 2. Pedattr's
+#: own input errors (CheckpointError, AnnotationError, AttributeMismatchError,
+#: TooManyFailedImages) are ValueErrors. Anything else is a bug and keeps its traceback.
+_INPUT_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except _INPUT_ERRORS as err:
         print(f"pedattr {args.command}: error: {err}", file=sys.stderr)
         return 2
 

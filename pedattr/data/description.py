@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -180,3 +181,23 @@ def _read_samples(path: Path, attributes: list[str]) -> tuple[list[str], np.ndar
     if bad_splits:
         raise AnnotationError(f"{path}: unknown split names {bad_splits}; expected {SPLITS}")
     return names, labels.astype(np.uint8), splits
+
+
+def carve_validation(
+    description: DatasetDescription, fraction: float, seed: int
+) -> tuple[DatasetDescription, list[str]]:
+    """Hold out a seeded ``fraction`` of the training split as validation (RAP v1 has none).
+
+    Returns a copy of ``description`` whose held-out samples are in the "val" split, and their
+    image names. The same (fraction, seed) always holds out the same images, so evaluation and
+    calibration can rebuild the validation split a training run used.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"the validation fraction must lie in (0, 1), got {fraction}")
+    train = np.flatnonzero(description.splits == "train")
+    count = max(1, round(fraction * len(train)))
+    held_out = np.sort(np.random.default_rng(seed).choice(train, size=count, replace=False))
+    splits = description.splits.copy()
+    splits[held_out] = "val"
+    names = [description.image_names[i] for i in held_out]
+    return dataclasses.replace(description, splits=splits), names

@@ -18,17 +18,30 @@ def train_step(
     labels: Tensor,
     optimizer: torch.optim.Optimizer,
     criterion: nn.Module,
+    *,
+    autocast_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Tensor:
     """One optimisation step with deep supervision; returns the (detached) loss.
 
     Every branch of the model is supervised by the same labels and the branch losses are
-    summed (paper Sec. 3.3).
+    summed (paper Sec. 3.3). With ``autocast_dtype`` the forward runs in mixed precision while
+    the loss is computed in float32; ``scaler`` (fp16) scales the loss against underflow.
     """
-    output = model(images)
-    loss = deep_supervision_loss(output.branch_logits, labels, criterion)
+    with torch.autocast(
+        images.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+    ):
+        output = model(images)
+    branch_logits = [logits.float() for logits in output.branch_logits]
+    loss = deep_supervision_loss(branch_logits, labels, criterion)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
     return loss.detach()
 
 

@@ -1,0 +1,331 @@
+"""Typed training configuration: YAML files under ``configs/``, overridable from the command line.
+
+A configuration has five sections (``model``, ``data``, ``optim``, ``loss``, ``run``) whose
+fields are the dataclasses below. A YAML file may name a ``base`` file (relative to itself)
+whose values it overrides, and may list ``stages`` (a two-stage recipe: each stage a name plus
+overrides, see :func:`expand_stages`). Every key is checked: an unknown key or a value of the
+wrong type is a :class:`ConfigError` that names the key and the file.
+
+Command-line overrides are ``section.key=value`` with YAML values, e.g. ``optim.lr=3e-4``,
+``model.input_size=[128,64]``, ``run.amp=bf16``.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key and its source."""
+
+
+@dataclass
+class ModelSection:
+    """The network; every field but ``pretrained`` goes into the checkpoint's ModelConfig."""
+
+    arch: Literal["alm", "baseline"] = "alm"
+    backbone: str = "bninception"
+    #: Local ImageNet weights for the backbone (nothing is downloaded).
+    pretrained: str | None = None
+    normalization: Literal["imagenet", "caffe"] = "imagenet"
+    input_size: tuple[int, int] = (256, 128)
+    pyramid_dim: int = 256
+    upsample: Literal["bilinear", "nearest"] = "bilinear"
+    box_pooling: Literal["avg", "max"] = "avg"
+    padding_mode: Literal["border", "zeros"] = "border"
+    align_corners: bool = True
+    fusion: Literal["max", "mean"] = "max"
+
+
+@dataclass
+class DataSection:
+    """Which prepared dataset, and how validation is chosen."""
+
+    #: A folder written by ``pedattr prepare``.
+    root: str | None = None
+    #: Split trained on; "trainval" for a final model without validation.
+    train_split: Literal["train", "trainval"] = "train"
+    #: Fraction of the training split held out for validation when the dataset has no val
+    #: split (RAP v1); the subset is drawn with ``val_seed`` and listed in the run folder.
+    val_fraction: float = 0.1
+    val_seed: int = 0
+    workers: int = 2
+    #: The run stops once more than this fraction of images cannot be read.
+    max_failed_fraction: float = 0.01
+
+
+@dataclass
+class OptimSection:
+    """Adam with a step schedule (ALM_FACTS §6)."""
+
+    lr: float = 1e-4
+    weight_decay: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    #: Global batch size, divided among the processes of a distributed run.
+    batch_size: int = 32
+    epochs: int = 30
+    #: Multiply the learning rate by ``lr_gamma`` every ``lr_step`` epochs.
+    lr_step: int = 10
+    lr_gamma: float = 0.1
+
+
+@dataclass
+class LossSection:
+    weighting: Literal["authors", "paper", "deepmar", "none"] = "authors"
+
+
+@dataclass
+class RunSection:
+    """Where the run goes and how it executes."""
+
+    out: str = "runs/train"
+    seed: int = 0
+    #: "auto" is CUDA when available (one GPU per process under torchrun), else the CPU.
+    device: str = "auto"
+    #: Mixed precision on CUDA; "bf16" also works on recent CPUs.
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    #: Synchronise batch-norm statistics across processes (a distributed run then computes
+    #: what one process with the global batch would).
+    sync_bn: bool = True
+    #: Also save the resumable state every N steps (0: at the end of each epoch only).
+    checkpoint_every: int = 0
+    eval_batch_size: int = 64
+    #: The validation metric that picks the best checkpoint (higher is better).
+    select_metric: Literal["mA", "accuracy", "precision", "recall", "f1"] = "mA"
+    #: Initialise from a checkpoint's backbone (two-stage warm-up, ALM_FACTS §6): a checkpoint
+    #: path, or the name of an earlier stage of a recipe.
+    init_from: str | None = None
+    #: Log to TensorBoard as well when it is installed.
+    tensorboard: bool = True
+
+
+@dataclass
+class TrainConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    loss: LossSection = field(default_factory=LossSection)
+    run: RunSection = field(default_factory=RunSection)
+
+    def to_dict(self) -> dict:
+        return _plain(asdict(self))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+#: Section name -> its dataclass.
+SECTIONS: dict[str, type] = typing.get_type_hints(TrainConfig)
+#: Top-level keys of a YAML file that are not sections.
+FILE_KEYS = ("base", "stages")
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, so that YAML and JSON write plain sequences."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+# --- type checking ------------------------------------------------------------------------------
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(v) for v in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if origin is tuple:
+        return "a list [" + ", ".join(_type_name(a) for a in typing.get_args(hint)) + "]"
+    return "null" if hint is type(None) else hint.__name__
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """``value`` checked against the type ``hint``; raises ConfigError naming ``key``."""
+    origin = typing.get_origin(hint)
+    wrong = ConfigError(f"{key}: expected {_type_name(hint)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            raise wrong
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+        raise wrong
+    if origin is tuple:
+        items = typing.get_args(hint)
+        if not isinstance(value, list | tuple) or len(value) != len(items):
+            raise wrong
+        return tuple(_coerce(v, t, key) for v, t in zip(value, items, strict=True))
+    if hint is type(None):
+        if value is not None:
+            raise wrong
+        return None
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise wrong
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong
+        return value
+    if hint is float:
+        # YAML 1.1 reads "1e-4" (no dot) as a string; accept any number written as text.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise wrong from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise wrong
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise wrong
+        return value
+    raise TypeError(f"unsupported config type {hint!r} for {key}")
+
+
+def _section_hints(section: str) -> dict[str, Any]:
+    return typing.get_type_hints(SECTIONS[section])
+
+
+def _set(config: TrainConfig, dotted: str, value: Any, source: str) -> None:
+    section, _, key = dotted.partition(".")
+    where = f"{source}: {dotted}"
+    if section not in SECTIONS or not key:
+        raise ConfigError(f"{where}: unknown key; sections are {', '.join(SECTIONS)}")
+    hints = _section_hints(section)
+    if key not in hints:
+        raise ConfigError(f"{where}: unknown key; {section} has {', '.join(sorted(hints))}")
+    setattr(getattr(config, section), key, _coerce(value, hints[key], where))
+
+
+def apply_mapping(config: TrainConfig, mapping: dict, source: str) -> None:
+    """Set every ``{section: {key: value}}`` (or ``{"section.key": value}``) of ``mapping``."""
+    for section, values in mapping.items():
+        if "." in str(section):
+            _set(config, str(section), values, source)
+            continue
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"{source}: unknown section {section!r}; expected {', '.join(SECTIONS)}"
+            )
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: {section} must be a mapping of keys to values")
+        for key, value in values.items():
+            _set(config, f"{section}.{key}", value, source)
+
+
+# --- files and overrides --------------------------------------------------------------------------
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of sections")
+    return data
+
+
+def read_config_file(
+    path: str | os.PathLike, _seen: tuple[Path, ...] = ()
+) -> tuple[TrainConfig, list]:
+    """A file's configuration (its ``base`` chain applied first) and its ``stages`` list."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: config files include each other in a loop")
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    stages = data.pop("stages", None)
+    if base is not None:
+        config, base_stages = read_config_file(path.parent / base, (*_seen, path))
+        stages = base_stages if stages is None else stages
+    else:
+        config = TrainConfig()
+    apply_mapping(config, data, str(path))
+    if stages is not None and not isinstance(stages, list):
+        raise ConfigError(f"{path}: stages must be a list")
+    return config, list(stages or [])
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``section.key=value`` -> (``section.key``, YAML-parsed value)."""
+    key, sep, raw = text.partition("=")
+    if not sep or "." not in key:
+        raise ConfigError(f"override {text!r}: expected section.key=value, e.g. optim.lr=3e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from None
+    return key.strip(), value
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str]) -> None:
+    for text in overrides:
+        key, value = parse_override(text)
+        _set(config, key, value, "command line")
+
+
+def config_from_dict(data: dict, source: str) -> TrainConfig:
+    config = TrainConfig()
+    apply_mapping(config, data, source)
+    return config
+
+
+@dataclass
+class Stage:
+    """One stage of a recipe: a name (its sub-folder of ``run.out``) and its configuration."""
+
+    name: str
+    config: TrainConfig
+
+
+def expand_stages(config: TrainConfig, stages: list, source: str) -> list[Stage]:
+    """The stages of a recipe, each the base configuration plus its own overrides.
+
+    Every stage writes to ``<run.out>/<name>``; a stage whose ``run.init_from`` names an earlier
+    stage starts from that stage's best checkpoint. Without stages there is one, unnamed.
+    """
+    if not stages:
+        return [Stage("", config)]
+    names: list[str] = []
+    result = []
+    for number, entry in enumerate(stages, 1):
+        where = f"{source}: stage {number}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ConfigError(f"{where}: each stage needs a name and overrides")
+        name = entry["name"]
+        if name in names or not name or "/" in name:
+            raise ConfigError(f"{where}: stage name {name!r} is empty, repeated or has a '/'")
+        stage_config = config_from_dict(config.to_dict(), source)
+        apply_mapping(stage_config, {k: v for k, v in entry.items() if k != "name"}, where)
+        stage_config.run.out = str(Path(config.run.out) / name)
+        init = stage_config.run.init_from
+        if init in names:
+            stage_config.run.init_from = str(Path(config.run.out) / init / "best.safetensors")
+        elif init is not None and init in [s.get("name") for s in stages]:
+            raise ConfigError(f"{where}: init_from {init!r} names a later stage")
+        names.append(name)
+        result.append(Stage(name, stage_config))
+    return result

@@ -1,0 +1,183 @@
+"""Several processes, one model: torchrun + DistributedDataParallel on GPUs (NCCL) or CPUs (gloo).
+
+``torchrun --nproc_per_node N -m pedattr.cli train ...`` starts N processes; each finds its rank
+in the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), trains on its
+slice of every global batch, and DDP averages the gradients. With ``run.sync_bn`` batch norm
+uses the statistics of the global batch, so the run computes what one process with the whole
+batch would: torch's SyncBatchNorm on GPUs, :class:`CPUSyncBatchNorm` on CPUs (torch's needs
+CUDA kernels).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """This process's place in the run."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process prints, logs and writes files."""
+        return self.rank == 0
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``"auto"`` (this process's GPU when CUDA is available, else the CPU), ``"cpu"``,
+    ``"cuda"`` or ``"cuda:N"``.
+
+    Raises:
+        ValueError: an unknown device name, or CUDA asked for where there is none.
+    """
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from err
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {name!r} asked for, but there are {torch.cuda.device_count()} GPU(s)"
+            )
+    return device
+
+
+def init_distributed(device_name: str = "auto") -> DistributedContext:
+    """Join the process group torchrun describes, or run alone when it describes none."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, local_rank)
+    if world_size == 1:
+        return DistributedContext(device=device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistributedContext(dist.get_rank(), world_size, local_rank, device)
+
+
+def shutdown_distributed(context: DistributedContext) -> None:
+    if context.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_gather_objects(obj: Any, context: DistributedContext) -> list[Any]:
+    """Every process's ``obj``, in rank order (just ``[obj]`` when alone)."""
+    if not context.distributed:
+        return [obj]
+    gathered: list[Any] = [None] * context.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_object(obj: Any, context: DistributedContext) -> Any:
+    """The main process's ``obj`` on every process."""
+    if not context.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier(context: DistributedContext) -> None:
+    if context.distributed:
+        dist.barrier()
+
+
+class CPUSyncBatchNorm(nn.BatchNorm2d):
+    """Batch norm over the global batch of all processes, for CPU (gloo) runs.
+
+    Each process sums its per-channel count, sum and sum of squares; one differentiable
+    all-reduce gives the global mean and variance, and autograd through it gives every process
+    the gradient of the global batch's normalisation. Outside distributed training it is a
+    plain BatchNorm2d.
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized()):
+            return super().forward(input)
+        channels = input.shape[1]
+        count = torch.full((1,), input.numel() / channels, dtype=input.dtype)
+        local = torch.cat([count, input.sum(dim=(0, 2, 3)), input.square().sum(dim=(0, 2, 3))])
+        total = dist_fn.all_reduce(local)  # differentiable: backward all-reduces the gradients
+        n, sums, squares = total[0], total[1 : 1 + channels], total[1 + channels :]
+        mean = sums / n
+        var = (squares / n - mean.square()).clamp(min=0)
+        if self.track_running_stats:
+            self._update_running_stats(mean.detach(), var.detach() * n / (n - 1).clamp(min=1))
+        shape = (1, channels, 1, 1)
+        output = (input - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            output = output * self.weight.view(shape) + self.bias.view(shape)
+        return output
+
+    @torch.no_grad()
+    def _update_running_stats(self, mean: Tensor, unbiased_var: Tensor) -> None:
+        self.num_batches_tracked += 1
+        momentum = self.momentum
+        if momentum is None:  # cumulative moving average, as BatchNorm2d does
+            momentum = 1.0 / float(self.num_batches_tracked)
+        self.running_mean.lerp_(mean, momentum)
+        self.running_var.lerp_(unbiased_var, momentum)
+
+
+def _to_cpu_sync(module: nn.Module) -> nn.Module:
+    """Swap every plain BatchNorm2d of ``module`` for a CPUSyncBatchNorm sharing its state."""
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            synced = CPUSyncBatchNorm(
+                child.num_features,
+                child.eps,
+                child.momentum,
+                child.affine,
+                child.track_running_stats,
+            )
+            synced.load_state_dict(child.state_dict())
+            setattr(module, name, synced)
+        else:
+            _to_cpu_sync(child)
+    return module
+
+
+def convert_sync_batchnorm(model: nn.Module, context: DistributedContext) -> nn.Module:
+    """Batch norm over the global batch: torch's SyncBatchNorm on CUDA, ours on the CPU.
+
+    On CUDA timm's converter is used, which also handles timm's fused norm-activation layers. On
+    the CPU only plain ``BatchNorm2d`` layers are synchronised (BN-Inception and ResNets have no
+    others).
+    """
+    if not context.distributed:
+        return model
+    if context.device.type == "cuda":
+        from timm.layers import convert_sync_batchnorm as timm_convert
+
+        return timm_convert(model)
+    return _to_cpu_sync(model)
+
+
+def wrap_ddp(model: nn.Module, context: DistributedContext) -> nn.Module:
+    """``model`` in DistributedDataParallel when there are several processes."""
+    if not context.distributed:
+        return model
+    device_ids = [context.device.index] if context.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)

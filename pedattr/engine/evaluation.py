@@ -1,0 +1,388 @@
+"""Evaluation: a model's probabilities over a prepared split, and the paper's metrics on them.
+
+:func:`predict_loader` runs a model over any evaluation loader (one process, or one rank's shard
+in a distributed run) and returns :class:`Predictions` keyed by the samples' rows in the dataset
+description, so that shards can be concatenated and de-duplicated. :func:`evaluate_checkpoint`
+is what ``pedattr eval`` runs: load a checkpoint and a prepared dataset, check that they describe
+the same attributes in the same order, predict a split and compute
+:func:`pedattr.metrics.compute_metrics`.
+
+Thresholds: 0.5 is the default, as in every published PAR number, so that results stay
+comparable with the paper's tables; thresholds calibrated on the validation split
+(:mod:`pedattr.engine.calibration`) are used only when asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from pedattr.data.dataset import Batch, FailureTracker, build_loader
+from pedattr.data.description import DatasetDescription
+from pedattr.engine.checkpoint import json_safe, load_model
+from pedattr.metrics import compute_metrics, format_metrics_table
+
+#: Values of ``thresholds`` in :func:`evaluate_checkpoint` (and ``pedattr eval --thresholds``).
+THRESHOLD_MODES = ("default", "calibrated")
+DEFAULT_THRESHOLD = 0.5
+_SUMMARY_KEYS = ("mA", "accuracy", "precision", "recall", "f1")
+
+
+class AttributeMismatchError(ValueError):
+    """A model and a dataset disagree on the attributes or their order."""
+
+
+def check_attributes(
+    model_names: Sequence[str],
+    data_names: Sequence[str],
+    *,
+    model_source: str,
+    data_source: str,
+) -> None:
+    """Raise :class:`AttributeMismatchError` unless both lists name the same attributes in order.
+
+    Output column m of a model is attribute m of the dataset it is evaluated on; a model trained
+    on another attribute list, or the same list in another order, would be scored against the
+    wrong labels without any visible error. The message says exactly what differs.
+
+    Args:
+        model_names: the model's attributes, in output order.
+        data_names: the dataset's attributes, in label-column order.
+        model_source: what the model came from (a checkpoint path), for the message.
+        data_source: what the dataset came from (its folder), for the message.
+    """
+    model_names, data_names = list(model_names), list(data_names)
+    if model_names == data_names:
+        return
+    head = (
+        f"{model_source} has {len(model_names)} attributes but {data_source} has {len(data_names)}"
+    )
+    model_set, data_set = set(model_names), set(data_names)
+    only_model = [name for name in model_names if name not in data_set]
+    only_data = [name for name in data_names if name not in model_set]
+    if only_model or only_data:
+        parts = []
+        if only_model:
+            parts.append(f"only in the model: {only_model}")
+        if only_data:
+            parts.append(f"only in the dataset: {only_data}")
+        hint = ""
+        if not only_model:  # the dataset has extra attributes: a subset can be prepared
+            hint = "; `pedattr prepare --attributes` keeps a subset of the dataset's attributes"
+        raise AttributeMismatchError(f"{head}: {'; '.join(parts)}{hint}")
+    if len(model_names) != len(data_names):  # same sets, so one side repeats a name
+        raise AttributeMismatchError(f"{head}: the same names, but some are repeated")
+    position = next(
+        i for i, (a, b) in enumerate(zip(model_names, data_names, strict=True)) if a != b
+    )
+    raise AttributeMismatchError(
+        f"{model_source} and {data_source} have the same {len(model_names)} attributes in a "
+        f"different order: position {position} is {model_names[position]!r} in the model but "
+        f"{data_names[position]!r} in the dataset; prepare the dataset with `pedattr prepare "
+        f"--attributes` in the model's order"
+    )
+
+
+@dataclass
+class Predictions:
+    """A model's outputs over some samples of a prepared dataset.
+
+    Attributes:
+        indices: int64 [N], each sample's row in the dataset description.
+        labels: float32 [N, M], 0, 1 or 2 (unknown).
+        probs: float32 [N, M], fused sigmoid probabilities.
+        boxes: float32 [N, levels, M, 4] as the model returns them; None for the baseline.
+    """
+
+    indices: np.ndarray
+    labels: np.ndarray
+    probs: np.ndarray
+    boxes: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[Predictions]) -> Predictions:
+        """All ``parts`` one after the other (batches, or the shards of several processes).
+
+        Raises:
+            ValueError: no part given, or some parts have boxes and others do not.
+        """
+        if not parts:
+            raise ValueError("no predictions to concatenate")
+        with_boxes = [part.boxes is not None for part in parts]
+        if any(with_boxes) and not all(with_boxes):
+            raise ValueError("cannot concatenate predictions with and without boxes")
+        return cls(
+            indices=np.concatenate([part.indices for part in parts]).astype(np.int64),
+            labels=np.concatenate([part.labels for part in parts]),
+            probs=np.concatenate([part.probs for part in parts]),
+            boxes=np.concatenate([part.boxes for part in parts]) if all(with_boxes) else None,
+        )
+
+    def sorted_by_index(self) -> Predictions:
+        """A copy sorted by ``indices`` with every sample once.
+
+        Distributed evaluation pads the shards to equal length by repeating samples; the
+        repeats are dropped here (the first occurrence is kept; all are equal anyway).
+        """
+        _, first = np.unique(self.indices, return_index=True)  # sorted unique values
+        return Predictions(
+            indices=self.indices[first].copy(),
+            labels=self.labels[first].copy(),
+            probs=self.probs[first].copy(),
+            boxes=None if self.boxes is None else self.boxes[first].copy(),
+        )
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def predict_loader(
+    model: nn.Module,
+    loader: Iterable[Batch],
+    *,
+    device: torch.device | str,
+    tracker: FailureTracker | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    description: str = "evaluate",
+) -> Predictions:
+    """Run ``model`` over the batches of an evaluation loader.
+
+    Args:
+        model: an :class:`~pedattr.models.model.AttributeModel` (or a wrapper returning its
+            output), already on ``device``; it is switched to eval mode and back afterwards.
+        loader: :class:`~pedattr.data.dataset.Batch` es, as from ``build_loader(...,
+            train=False)``; batches left empty by unreadable images are skipped.
+        device: where the images go.
+        tracker: counts unreadable images and stops when too many failed; its final check runs
+            after the last batch.
+        autocast_dtype: run the forward under ``torch.autocast`` with this dtype (e.g.
+            ``torch.bfloat16``); probabilities are computed in float32 either way.
+        description: the progress bar's label.
+
+    Returns:
+        The predictions in loader order (not de-duplicated; see
+        :meth:`Predictions.sorted_by_index`).
+
+    Raises:
+        ValueError: the loader yielded no readable image.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    parts: list[Predictions] = []
+    try:
+        with torch.inference_mode():
+            for batch in tqdm(loader, desc=description, leave=False, dynamic_ncols=True):
+                if tracker is not None:
+                    tracker.update(batch)
+                if len(batch.images) == 0:
+                    continue
+                parts.append(_predict_batch(model, batch, device, autocast_dtype))
+    finally:
+        model.train(was_training)
+    if tracker is not None:
+        tracker.finish()
+    if not parts:
+        raise ValueError("nothing to evaluate: the loader yielded no readable image")
+    return Predictions.concatenate(parts)
+
+
+def _predict_batch(
+    model: nn.Module, batch: Batch, device: torch.device, autocast_dtype: torch.dtype | None
+) -> Predictions:
+    images = batch.images.to(device, non_blocking=True)
+    with _autocast(device, autocast_dtype):
+        output = model(images)
+    # Sigmoid in float32: in half precision, probabilities near 1 round to exactly 1.0.
+    probs = torch.sigmoid(output.logits.float())
+    boxes = None if output.boxes is None else output.boxes.float().cpu().numpy()
+    return Predictions(
+        indices=batch.indices.numpy().astype(np.int64),
+        labels=batch.labels.numpy().astype(np.float32),
+        probs=probs.cpu().numpy(),
+        boxes=boxes,
+    )
+
+
+def load_description(data: DatasetDescription | str | os.PathLike) -> DatasetDescription:
+    """A prepared dataset description, with one clear error when the folder is not one.
+
+    Raises:
+        FileNotFoundError: the folder, or its ``dataset.json``, does not exist; the message
+            names the path and says to run ``pedattr prepare``.
+    """
+    if isinstance(data, DatasetDescription):
+        return data
+    path = Path(data)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"{path}: no such dataset folder; prepare one with "
+            f"`pedattr prepare FORMAT --root RAW_DIR --out {path}`"
+        )
+    return DatasetDescription.load(path)  # names the path and `pedattr prepare` itself
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel (or similar) wrapper."""
+    return getattr(model, "module", model)
+
+
+def predict_split(
+    model: nn.Module,
+    data: DatasetDescription | str | os.PathLike,
+    split: str,
+    *,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: torch.device | str = "cpu",
+    tracker: FailureTracker | None = None,
+) -> Predictions:
+    """Predictions of ``model`` over one split of a prepared dataset, at the model's input size.
+
+    The model is moved to ``device``. Unreadable images are skipped and counted by ``tracker``
+    (a default :class:`FailureTracker` when None: at most 1 % may fail).
+    """
+    device = torch.device(device)
+    model.to(device)
+    loader = build_loader(
+        load_description(data),
+        split,
+        batch_size=batch_size,
+        train=False,
+        workers=workers,
+        input_size=tuple(_unwrap(model).config.input_size),
+        pin_memory=device.type == "cuda",
+    )
+    tracker = tracker if tracker is not None else FailureTracker()
+    return predict_loader(model, loader, device=device, tracker=tracker, description=split)
+
+
+def _thresholds_for(model: nn.Module, checkpoint: str | os.PathLike, mode: str) -> Any:
+    """0.5, or the per-attribute thresholds the checkpoint stores when ``mode`` is calibrated."""
+    if mode not in THRESHOLD_MODES:
+        raise ValueError(f"thresholds must be one of {THRESHOLD_MODES}, got {mode!r}")
+    if mode == "default":
+        return DEFAULT_THRESHOLD
+    stored = getattr(model, "thresholds", None)
+    if stored is None:
+        raise ValueError(
+            f"{checkpoint}: the checkpoint stores no calibrated thresholds; choose them on the "
+            f"validation split with `pedattr calibrate --checkpoint {checkpoint} --data DATA_DIR` "
+            "or evaluate with the default 0.5"
+        )
+    return [float(t) for t in stored]
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    data: DatasetDescription | str | os.PathLike,
+    *,
+    split: str = "test",
+    thresholds: str = "default",
+    batch_size: int = 64,
+    workers: int = 0,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on one split of a prepared dataset with the paper's metrics.
+
+    Args:
+        checkpoint: a pedattr checkpoint (``.safetensors``).
+        data: the folder ``pedattr prepare`` wrote, or its loaded description.
+        split: "train", "val", "test" or "trainval".
+        thresholds: "default" (0.5 for every attribute, comparable with published numbers) or
+            "calibrated" (the per-attribute thresholds stored by ``pedattr calibrate``).
+        batch_size: images per forward.
+        workers: DataLoader worker processes (0 decodes in this process).
+        device: where the model runs.
+
+    Returns:
+        A JSON-safe report (NaN stored as None): ``checkpoint``, ``data``, ``split``,
+        ``num_images`` (evaluated), ``unreadable_images``, ``threshold_mode``, ``thresholds``
+        (0.5 or one per attribute), ``attributes`` and ``metrics``: what
+        :func:`~pedattr.metrics.compute_metrics` returns plus ``per_attribute`` (attribute name
+        -> mA).
+
+    Raises:
+        CheckpointError: the checkpoint cannot be read.
+        FileNotFoundError: ``data`` is not a prepared dataset folder.
+        AttributeMismatchError: the checkpoint and the dataset disagree on the attributes.
+        ValueError: calibrated thresholds were asked for but the checkpoint has none, or a bad
+            split name.
+    """
+    model = load_model(checkpoint, device=device)
+    chosen = _thresholds_for(model, checkpoint, thresholds)  # before minutes of prediction
+    description = load_description(data)
+    check_attributes(
+        model.attribute_names,
+        description.attribute_names,
+        model_source=str(checkpoint),
+        data_source=str(description.root),
+    )
+    tracker = FailureTracker()
+    predictions = predict_split(
+        model,
+        description,
+        split,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        tracker=tracker,
+    )
+    metrics = compute_metrics(predictions.labels, predictions.probs, chosen)
+    names = list(model.attribute_names)
+    metrics["per_attribute"] = dict(zip(names, metrics["per_attribute_mA"], strict=True))
+    return json_safe(
+        {
+            "checkpoint": str(checkpoint),
+            "data": str(description.root),
+            "split": split,
+            "num_images": len(predictions),
+            "unreadable_images": tracker.failed,
+            "threshold_mode": thresholds,
+            "thresholds": chosen,
+            "attributes": names,
+            "metrics": metrics,
+        }
+    )
+
+
+def _nan_if_none(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A report of :func:`evaluate_checkpoint` as text: a heading, the paper's table and the
+    per-attribute mA (undefined attributes say why)."""
+    # The report is JSON-safe (NaN stored as None); the table wants NaN back.
+    metrics = dict(report["metrics"])
+    for key in _SUMMARY_KEYS:
+        metrics[key] = _nan_if_none(metrics[key])
+    metrics["per_attribute_mA"] = [_nan_if_none(v) for v in metrics["per_attribute_mA"]]
+    threshold = (
+        "threshold 0.5"
+        if report["threshold_mode"] == "default"
+        else "calibrated per-attribute thresholds"
+    )
+    skipped = report.get("unreadable_images", 0)
+    skipped_text = f", {skipped} unreadable skipped" if skipped else ""
+    heading = (
+        f"{report['checkpoint']} on {report['data']} ({report['split']}, "
+        f"{report['num_images']} images{skipped_text}, {threshold})"
+    )
+    return f"{heading}\n{format_metrics_table(metrics, report['attributes'])}"

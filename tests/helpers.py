@@ -1,0 +1,71 @@
+"""Small prepared datasets and models that engine, evaluation and inference tests share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pedattr.data.annotations import RawAnnotations
+from pedattr.data.description import write_description
+
+#: Attributes of :func:`make_prepared_dataset`; each one is visible in the image.
+LEARNABLE_ATTRIBUTES = ("TopPatch", "BottomPatch", "Reddish")
+#: Keyword arguments of ``pedattr.build_model`` for a fast model with batch norm.
+TINY_MODEL = dict(backbone="timm:test_efficientnet", input_size=(64, 32), pyramid_dim=16)
+
+
+def learnable_image(labels: np.ndarray, rng: np.random.Generator, size=(64, 32)) -> Image.Image:
+    """Noise with a bright patch in the top half, the bottom half and a red tint per label."""
+    height, width = size
+    pixels = rng.integers(0, 120, (height, width, 3)).astype(np.uint8)
+    half = height // 2
+    if labels[0] == 1:
+        y = int(rng.integers(0, half - 8))
+        x = int(rng.integers(0, width - 8))
+        pixels[y : y + 8, x : x + 8] = 250
+    if labels[1] == 1:
+        y = int(rng.integers(half, height - 8))
+        x = int(rng.integers(0, width - 8))
+        pixels[y : y + 8, x : x + 8] = 250
+    if labels[2] == 1:
+        pixels[..., 0] = np.clip(pixels[..., 0].astype(int) + 110, 0, 255)
+    return Image.fromarray(pixels)
+
+
+def make_prepared_dataset(
+    root: Path,
+    splits: dict[str, int] | None = None,
+    *,
+    seed: int = 0,
+    size: tuple[int, int] = (64, 32),
+) -> Path:
+    """Write images and a ``pedattr prepare`` folder at ``root/data``; returns that folder.
+
+    ``splits`` maps split name to sample count (default 48 train, 16 val, 16 test). Every
+    split holds positives and negatives of every attribute.
+    """
+    splits = splits or {"train": 48, "val": 16, "test": 16}
+    rng = np.random.default_rng(seed)
+    image_root = root / "images"
+    image_root.mkdir(parents=True, exist_ok=True)
+    names, labels, split_names = [], [], []
+    for split, count in splits.items():
+        rows = (rng.random((count, len(LEARNABLE_ATTRIBUTES))) < 0.4).astype(np.uint8)
+        rows[0], rows[1] = 1, 0  # both classes of every attribute in every split
+        for row in rows:
+            name = f"{len(names):05d}.png"
+            learnable_image(row, rng, size).save(image_root / name)
+            names.append(name)
+            labels.append(row)
+            split_names.append(split)
+    raw = RawAnnotations(
+        attribute_names=list(LEARNABLE_ATTRIBUTES),
+        image_names=names,
+        labels=np.stack(labels),
+        splits=split_names,
+        image_root=image_root,
+    )
+    write_description(raw, root / "data")
+    return root / "data"
