@@ -1,0 +1,399 @@
+"""How well the ALM boxes find the attributes: pixel boxes, pointing game and IoU.
+
+Paper Sec. 4.3 maps a feature-map cell to the centre of its receptive field on the input image,
+as SPPNet does. pedattr uses that mapping to turn every attribute's box at every level into
+image pixels and scores it against ground-truth boxes (the generated benchmark has them).
+
+The mapping, for one axis of one level (feature map of ``w`` cells, network input ``W`` pixels,
+stride ``S = W / w``):
+
+1. The ALM box of eq. 3 is centred at ``t`` with half-extent ``s`` in the sampler's normalised
+   coordinates: it spans ``u`` in [t - s, t + s] (``s`` in (0, 1) by a sigmoid, ``t`` in
+   (-1, 1) by a tanh; see :func:`pedattr.models.alm.boxes_from_theta`).
+2. A normalised coordinate ``u`` is a fractional cell index ``j`` by the grid convention the
+   sampler used (``F.grid_sample``): with ``align_corners=True`` (the authors' code) -1 and 1 are
+   the centres of the first and last cells, ``j = (u + 1) / 2 * (w - 1)``; with
+   ``align_corners=False`` they are the outer edges of the map, ``j = ((u + 1) * w - 1) / 2``.
+3. Cell ``j`` maps to the centre of its receptive field, ``x = (j + 0.5) * S``.
+
+Pixel coordinates are continuous throughout pedattr's boxes: the image spans [0, W] and pixel
+``i`` covers [i, i + 1) with its centre at i + 0.5 (the generator's ground truth uses the same
+convention). In pixel-index coordinates (pixel ``i`` centred at ``i``) step 3 reads
+``x = (j + 0.5) * S - 0.5``, which is SPPNet's ``S * j + (S - 1) / 2``; both describe the same
+point. So with ``align_corners=True`` the identity box (s = 1, t = 0) spans from the first cell's
+centre ``S / 2`` to the last one's ``W - S / 2``, and with ``align_corners=False`` it spans the
+whole input [0, W]. When the image was resized to the network input, x is scaled by
+``W_image / W``; boxes are then clipped to the image.
+
+Two measures, over the test images where the attribute is positive and has a ground-truth box:
+
+* pointing game: a hit when the predicted box's centre lies inside the ground-truth box (edges
+  included; an optional tolerance in pixels widens the ground truth);
+* IoU between predicted and ground-truth box (0 when they do not overlap).
+
+Both are reported per attribute and per level, for the level that wins the max vote (the branch
+whose logit is the fused maximum, per image and attribute), for the best level per attribute,
+and as means over attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+#: The ALM levels, lowest (largest map) first, as ModelOutput.boxes orders them.
+LEVEL_NAMES = ("3b", "4d", "5b")
+
+
+def level_names(config: Any) -> tuple[str, ...]:
+    """Names of a model's three ALM levels (a ModelConfig): BN-Inception's blocks for that
+    backbone, else ``level1`` .. ``level3``."""
+    if config.backbone == "bninception":
+        return LEVEL_NAMES
+    return tuple(f"level{k}" for k in range(1, len(LEVEL_NAMES) + 1))
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def level_sizes(model: nn.Module, input_size: tuple[int, int]) -> list[tuple[int, int]]:
+    """The (h, w) of every ALM level's feature map for inputs of ``input_size`` (H, W).
+
+    Runs one zero image through the model in eval mode without gradients (so batch-norm
+    statistics are not touched) and records the map each ALM group receives.
+
+    Raises:
+        ValueError: the model has no ALM groups (e.g. the baseline).
+    """
+    alms = getattr(model, "alms", None)
+    if not alms:
+        raise ValueError("the model has no ALM levels (only ALM models have boxes)")
+    sizes: list[tuple[int, int]] = []
+
+    def record(module: nn.Module, args: tuple) -> None:
+        x = args[0]
+        if isinstance(x, torch.Tensor):
+            sizes.append((int(x.shape[-2]), int(x.shape[-1])))
+        else:  # the pyramid's factorised level: all its maps share the level's size
+            sizes.append(tuple(int(v) for v in x[0].size))
+
+    handles = [alm.register_forward_pre_hook(record) for alm in alms]
+    was_training = model.training
+    parameter = next(model.parameters())
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, *input_size, dtype=parameter.dtype, device=parameter.device))
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return sizes
+
+
+def _normalised_to_pixels(
+    u: np.ndarray, cells: np.ndarray, pixels: float, align_corners: bool
+) -> np.ndarray:
+    """Normalised sampler coordinate -> fractional cell -> its receptive-field centre."""
+    # grid_sample's unnormalisation: -1/1 are the end cells' centres (True) or the map's edges.
+    cell = (u + 1) / 2 * (cells - 1) if align_corners else ((u + 1) * cells - 1) / 2
+    return (cell + 0.5) * (pixels / cells)
+
+
+def _per_image_size(image_size: Any, n: int, default: tuple[int, int]) -> np.ndarray:
+    """[N, 2] (H, W) from None, one (H, W) for all, or one per image."""
+    if image_size is None:
+        image_size = default
+    sizes = np.asarray(image_size, dtype=np.float64)
+    if sizes.shape == (2,):
+        sizes = np.broadcast_to(sizes, (n, 2))
+    if sizes.shape != (n, 2):
+        raise ValueError(f"image_size must be (H, W) or [N, 2] for N={n}, got {sizes.shape}")
+    return sizes
+
+
+def boxes_to_pixels(
+    boxes: Any,
+    *,
+    level_sizes: Sequence[tuple[int, int]],
+    input_size: tuple[int, int],
+    image_size: Any = None,
+    align_corners: bool = True,
+    clip: bool = True,
+) -> np.ndarray:
+    """ALM boxes in normalised feature-map coordinates -> image pixel boxes.
+
+    Args:
+        boxes: [N, L, M, 4] as (s_x, s_y, t_x, t_y) (``ModelOutput.boxes``), array or tensor.
+        level_sizes: the (h, w) of each level's feature map (:func:`level_sizes`).
+        input_size: the network input (H, W) in pixels.
+        image_size: the original images' (H, W), one for all or [N, 2]; boxes are scaled from
+            the input to the image (a resize without keeping the aspect ratio). None: the
+            input size.
+        align_corners: the sampler's grid convention (the model's ``align_corners`` option).
+        clip: clip the boxes to the image.
+
+    Returns:
+        [N, L, M, 4] float64 boxes (x0, y0, x1, y1) in continuous pixel coordinates (the image
+        spans [0, W] x [0, H]); see the module docstring for the mapping.
+    """
+    b = _to_numpy(boxes)
+    if b.ndim != 4 or b.shape[-1] != 4:
+        raise ValueError(f"boxes must be [N, L, M, 4], got shape {b.shape}")
+    sizes = np.asarray(level_sizes, dtype=np.float64).reshape(-1, 2)
+    if len(sizes) != b.shape[1]:
+        raise ValueError(f"{len(sizes)} level sizes for {b.shape[1]} levels")
+    rows, cols = sizes[None, :, 0, None], sizes[None, :, 1, None]  # [1, L, 1]
+    height, width = input_size
+    s_x, s_y, t_x, t_y = (b[..., k] for k in range(4))
+    x0 = _normalised_to_pixels(t_x - s_x, cols, width, align_corners)
+    x1 = _normalised_to_pixels(t_x + s_x, cols, width, align_corners)
+    y0 = _normalised_to_pixels(t_y - s_y, rows, height, align_corners)
+    y1 = _normalised_to_pixels(t_y + s_y, rows, height, align_corners)
+    image = _per_image_size(image_size, len(b), (height, width))[:, None, None, :]  # [N,1,1,2]
+    scale_y, scale_x = image[..., 0] / height, image[..., 1] / width
+    pixels = np.stack([x0 * scale_x, y0 * scale_y, x1 * scale_x, y1 * scale_y], axis=-1)
+    if clip:
+        limit = np.stack([image[..., 1], image[..., 0]] * 2, axis=-1)  # W, H, W, H
+        pixels = np.clip(pixels, 0.0, limit)
+    return pixels
+
+
+def pointing_game(pred_boxes: Any, gt_boxes: Any, *, tolerance: float = 0.0) -> np.ndarray:
+    """Whether each predicted box's centre lies inside its ground-truth box (edges included).
+
+    Args:
+        pred_boxes, gt_boxes: [..., 4] (x0, y0, x1, y1), broadcast against each other.
+        tolerance: pixels by which the ground-truth box is widened on every side.
+
+    Returns:
+        bool array of the broadcast shape without the last axis.
+    """
+    p, g = _to_numpy(pred_boxes), _to_numpy(gt_boxes)
+    cx, cy = (p[..., 0] + p[..., 2]) / 2, (p[..., 1] + p[..., 3]) / 2
+    inside_x = (cx >= g[..., 0] - tolerance) & (cx <= g[..., 2] + tolerance)
+    inside_y = (cy >= g[..., 1] - tolerance) & (cy <= g[..., 3] + tolerance)
+    return inside_x & inside_y
+
+
+def box_iou(pred: Any, gt: Any) -> np.ndarray:
+    """Intersection over union of matched boxes [..., 4] (x0, y0, x1, y1); 0 without overlap."""
+    p, g = _to_numpy(pred), _to_numpy(gt)
+    inter_w = np.clip(np.minimum(p[..., 2], g[..., 2]) - np.maximum(p[..., 0], g[..., 0]), 0, None)
+    inter_h = np.clip(np.minimum(p[..., 3], g[..., 3]) - np.maximum(p[..., 1], g[..., 1]), 0, None)
+    inter = inter_w * inter_h
+
+    def area(b: np.ndarray) -> np.ndarray:
+        return np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
+
+    union = area(p) + area(g) - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def max_vote_branch(branch_logits: Sequence[Any]) -> np.ndarray:
+    """Which branch gives the fused (max-voted) logit, per image and attribute: [N, M] ints.
+
+    ``branch_logits`` are ModelOutput.branch_logits: the levels in order, then the global
+    branch, each [N, M]. Index L (the number of levels) means the global branch won. Ties go to
+    the lower level.
+    """
+    stacked = np.stack([_to_numpy(logits) for logits in branch_logits])  # [branches, N, M]
+    return stacked.argmax(axis=0)
+
+
+def _score(hits: np.ndarray, ious: np.ndarray) -> dict[str, float]:
+    return {"hit_rate": float(hits.mean()), "mean_iou": float(ious.mean())}
+
+
+def _max_vote_score(hits: np.ndarray, ious: np.ndarray, winners: np.ndarray) -> dict:
+    """Score each image at the level that won its vote; global-branch wins are counted apart."""
+    num_levels = hits.shape[1]
+    on_level = winners < num_levels
+    rows = np.flatnonzero(on_level)
+    won = winners[on_level]
+    score: dict[str, Any] = {
+        "count": int(on_level.sum()),
+        "global_wins": int((~on_level).sum()),
+        "hit_rate": None,
+        "mean_iou": None,
+    }
+    if rows.size:
+        score |= _score(hits[rows, won], ious[rows, won])
+    return score
+
+
+def _mean_scores(entries: list[dict], level_names: Sequence[str], with_vote: bool) -> dict:
+    """Means over attributes of the per-level, best-level and max-vote scores."""
+
+    def mean(values: list[float]) -> float | None:
+        return float(np.mean(values)) if values else None
+
+    summary: dict[str, Any] = {
+        "attributes": len(entries),
+        "levels": {
+            level: {
+                key: mean([e["levels"][level][key] for e in entries])
+                for key in ("hit_rate", "mean_iou")
+            }
+            for level in level_names
+        },
+        "best_level": {
+            key: mean([e["levels"][e["best_level"]][key] for e in entries])
+            for key in ("hit_rate", "mean_iou")
+        },
+    }
+    if with_vote:
+        voted = [e["max_vote"] for e in entries if e["max_vote"]["count"] > 0]
+        summary["max_vote"] = {
+            key: mean([v[key] for v in voted]) for key in ("hit_rate", "mean_iou")
+        }
+    return summary
+
+
+def localization_scores(
+    pixel_boxes: Any,
+    gt_boxes: Sequence[Mapping[str, Sequence[float]]],
+    attribute_names: Sequence[str],
+    *,
+    labels: Any,
+    winning_level: Any = None,
+    level_names: Sequence[str] = LEVEL_NAMES,
+    location_varying: Collection[str] | None = None,
+    tolerance: float = 0.0,
+) -> dict:
+    """Pointing-game hit rate and mean IoU per attribute and level, over positive images.
+
+    An attribute is scored over the images where its label is 1 and a ground-truth box exists;
+    attributes with no such image (global attributes, or no positive) are listed under
+    ``unscored`` and have no entry (not a zero). Max vote scores each image at the level whose
+    branch won the vote; when the global branch won there is no box to score, so the image is
+    left out of the max-vote hit rate and counted in ``global_wins`` instead.
+
+    Args:
+        pixel_boxes: [N, L, M, 4] pixel boxes (:func:`boxes_to_pixels`).
+        gt_boxes: per image, attribute name -> (x0, y0, x1, y1) in the same pixel coordinates.
+        attribute_names: the M names, in the model's order.
+        labels: [N, M] ground truth; 1 is positive (0 and 2, unknown, are not).
+        winning_level: [N, M] branch index that won the max vote (:func:`max_vote_branch`),
+            L meaning the global branch; None to skip the max-vote scores.
+        level_names: names of the L levels.
+        location_varying: attributes to average separately (e.g. the generator's
+            ``LOCATION_VARYING_ATTRIBUTES``); None for no such mean.
+        tolerance: pointing-game tolerance in pixels.
+
+    Returns:
+        A JSON-serialisable dict: ``levels``, ``tolerance``, ``attributes`` (name -> ``count``,
+        ``levels`` (level -> ``hit_rate``, ``mean_iou``), ``best_level`` (highest hit rate, then
+        IoU, then the lower level), ``max_vote`` (``hit_rate``, ``mean_iou``, ``count``,
+        ``global_wins``) when ``winning_level`` is given, ``location_varying``), ``unscored``,
+        and ``mean`` with means over ``all`` scored attributes and the ``location_varying`` ones.
+    """
+    boxes = _to_numpy(pixel_boxes)
+    truth = np.asarray(_to_numpy(labels))
+    n, num_levels, m = boxes.shape[:3]
+    if len(gt_boxes) != n or truth.shape != (n, m) or len(attribute_names) != m:
+        raise ValueError(
+            f"{n} images, {m} attributes in the boxes; got {len(gt_boxes)} ground-truth entries, "
+            f"labels of shape {truth.shape} and {len(attribute_names)} names"
+        )
+    if len(level_names) != num_levels:
+        raise ValueError(f"{len(level_names)} level names for {num_levels} levels")
+    winners = None if winning_level is None else np.asarray(winning_level).astype(int)
+    varying = set(location_varying or ())
+    attributes: dict[str, dict] = {}
+    unscored = []
+    for j, name in enumerate(attribute_names):
+        rows = [i for i in range(n) if truth[i, j] == 1 and name in gt_boxes[i]]
+        if not rows:
+            unscored.append(name)
+            continue
+        gt = np.array([gt_boxes[i][name] for i in rows], dtype=np.float64)[:, None, :]
+        predicted = boxes[rows, :, j]  # [n, L, 4]
+        hits = pointing_game(predicted, gt, tolerance=tolerance)  # [n, L]
+        ious = box_iou(predicted, gt)
+        per_level = {level: _score(hits[:, k], ious[:, k]) for k, level in enumerate(level_names)}
+        best = max(
+            range(num_levels),
+            key=lambda k: (
+                per_level[level_names[k]]["hit_rate"],
+                per_level[level_names[k]]["mean_iou"],
+                -k,
+            ),
+        )
+        entry = {
+            "count": len(rows),
+            "levels": per_level,
+            "best_level": level_names[best],
+            "location_varying": name in varying,
+        }
+        if winners is not None:
+            entry["max_vote"] = _max_vote_score(hits, ious, winners[rows, j])
+        attributes[name] = entry
+    entries = list(attributes.values())
+    with_vote = winners is not None
+    return {
+        "levels": list(level_names),
+        "tolerance": float(tolerance),
+        "attributes": attributes,
+        "unscored": unscored,
+        "mean": {
+            "all": _mean_scores(entries, level_names, with_vote),
+            "location_varying": _mean_scores(
+                [e for e in entries if e["location_varying"]], level_names, with_vote
+            ),
+        },
+    }
+
+
+def _cell(score: Mapping[str, Any] | None) -> str:
+    if not score or score.get("hit_rate") is None:
+        return f"{'-':>9} {'-':>5}"
+    return f"{100 * score['hit_rate']:9.1f} {score['mean_iou']:5.2f}"
+
+
+def format_localization_table(scores: Mapping[str, Any]) -> str:
+    """A terminal table: one row per scored attribute, hit rate (%) and mean IoU per level.
+
+    Columns are the levels, the max-vote level when scored, and the best level; ``*`` marks the
+    location-varying attributes. The last rows are the means.
+    """
+    levels = list(scores["levels"])
+    with_vote = any("max_vote" in e for e in scores["attributes"].values())
+    columns = [*levels, *(["vote"] if with_vote else []), "best"]
+    header = f"{'attribute':<22}{'n':>5} " + " ".join(
+        f"{c + ' hit%':>9} {'IoU':>5}" for c in columns
+    )
+    lines = [header]
+
+    def row(label: str, count: str, entry: Mapping[str, Any], best: Mapping | None) -> str:
+        cells = [_cell(entry["levels"][level]) for level in levels]
+        if with_vote:
+            cells.append(_cell(entry.get("max_vote")))
+        cells.append(_cell(best))
+        return f"{label:<22}{count:>5} " + " ".join(cells)
+
+    for name, entry in scores["attributes"].items():
+        label = ("* " if entry["location_varying"] else "  ") + name
+        best = entry["levels"][entry["best_level"]]
+        lines.append(row(label, str(entry["count"]), entry, best) + f"  ({entry['best_level']})")
+    for group, title in (("location_varying", "mean, location-varying"), ("all", "mean, all")):
+        summary = scores["mean"][group]
+        if summary["attributes"]:
+            lines.append(row(title, str(summary["attributes"]), summary, summary["best_level"]))
+    if with_vote:
+        counted = sum(e["max_vote"]["count"] for e in scores["attributes"].values())
+        global_wins = sum(e["max_vote"]["global_wins"] for e in scores["attributes"].values())
+        lines.append(
+            f"max vote: the global branch won {global_wins} of {counted + global_wins} positive "
+            "cases, which have no box and are not in the vote column"
+        )
+    if scores["unscored"]:
+        lines.append(f"not scored (no positive with a box): {', '.join(scores['unscored'])}")
+    return "\n".join(lines)
