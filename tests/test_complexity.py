@@ -44,9 +44,10 @@ def alm_head_matmul_flops(num_attrs: int) -> int:
     its own and all higher levels (h_j x w_j), kept un-upsampled. Per attribute: SE reduce and
     expand (C x C/16 each) and the box regressor (C x 4); per map the contraction with the
     sampling marginals (d * h_j * w_j) and, for an upsampled map, folding its resize matrices
-    into the marginals (H * h_j + W * w_j). The top lateral map reaches level 3b through two
-    upsamplings whose matrices are composed once. The classifier is an element-wise product and
-    sum, and GAP of an upsampled map a matrix-vector product: FlopCounterMode counts neither.
+    into the marginals (H * h_j + W * w_j), plus the GAP of the map, a product with its
+    [h_j * w_j, 1] weights (d * h_j * w_j, once per image). The top lateral map reaches level 3b
+    through two upsamplings whose matrices are composed once. The classifier is an element-wise
+    product and sum, which FlopCounterMode does not count.
     """
     total = 0
     for level, (c, (h, w)) in enumerate(zip(LEVEL_CHANNELS, LEVEL_SIZES, strict=True)):
@@ -54,7 +55,7 @@ def alm_head_matmul_flops(num_attrs: int) -> int:
         for map_h, map_w in LEVEL_SIZES[level:]:
             total += 2 * num_attrs * 256 * map_h * map_w
             if (map_h, map_w) != (h, w):
-                total += 2 * num_attrs * (h * map_h + w * map_w)
+                total += 2 * num_attrs * (h * map_h + w * map_w) + 2 * 256 * map_h * map_w
     return total + 2 * (32 * 16 * 8 + 16 * 8 * 4)
 
 

@@ -26,6 +26,10 @@ accepts the pyramid's factorised levels and never materialises an upsampled map.
 
 The result equals the per-attribute computation (including gradients) up to float rounding;
 ``tests/test_alm.py`` checks it against a literal per-attribute reference.
+
+Everything is written with matrix products, element-wise operations and reductions (no
+``affine_grid``, ``grid_sample`` or ``einsum``), and sizes that follow from the input size are
+Python ints, so the module exports to ONNX at any opset from 7 on (``pedattr export``).
 """
 
 from __future__ import annotations
@@ -78,8 +82,8 @@ def sampling_marginal(
     weights over the ``size`` output positions gives the axis' share of GAP(grid_sample(.)).
 
     Args:
-        scale: s_x or s_y, shape [B, M].
-        shift: t_x or t_y, shape [B, M].
+        scale: s_x or s_y, shape [B, M, 1].
+        shift: t_x or t_y, shape [B, M, 1].
         size: input (= output) length along the axis.
         align_corners: grid convention, as in ``F.affine_grid`` / ``F.grid_sample``.
         padding_mode: "border" clamps source pixels into the map; "zeros" drops taps outside.
@@ -88,7 +92,7 @@ def sampling_marginal(
         Weights of shape [B, M, size].
     """
     target = affine_grid_coords(size, align_corners, scale)  # [size_out]
-    source = scale[..., None] * target + shift[..., None]  # [B, M, size_out]   eq. 3
+    source = scale * target + shift  # [B, M, size_out]   eq. 3
     pixel = unnormalize_coords(source, size, align_corners)  # [B, M, size_out]
     if padding_mode == "border":
         pixel = pixel.clamp(0, size - 1)
@@ -112,6 +116,17 @@ def boxes_from_theta(theta_raw: Tensor) -> Tensor:
     return torch.cat([scales, shifts], dim=-1)
 
 
+def _flatten_last_two(x: Tensor) -> Tensor:
+    """[B, D, h, w] -> [B, D, h*w]: ``x.flatten(2)`` written as a reshape to (-1, D, h*w).
+
+    With Python ints for D, h and w, an exported graph reshapes to a constant shape, where
+    ``flatten`` costs four operators (Shape, Slice, Concat, Reshape) that some runtimes also
+    evaluate only once, for batch 1 (OpenCV DNN).
+    """
+    depth, height, width = (int(size) for size in x.shape[1:])
+    return x.reshape(-1, depth, height * width)
+
+
 def _contract(part: ResizedMap, k_y: Tensor, k_x: Tensor) -> Tensor:
     """sum_{h,w} k_y[h] k_x[w] X[c, h, w] for every (image, attribute): [B, M, C_part].
 
@@ -122,26 +137,31 @@ def _contract(part: ResizedMap, k_y: Tensor, k_x: Tensor) -> Tensor:
         k_y = k_y @ part.rows  # [B, M, h]
     if part.cols is not None:
         k_x = k_x @ part.cols  # [B, M, w]
-    k_yx = (k_y[..., :, None] * k_x[..., None, :]).flatten(2)  # [B, M, h*w]
+    k_yx = _flatten_last_two(k_y[..., :, None] * k_x[..., None, :])  # [B, M, h*w]
     # The features stay the left operand so that their gradient comes out contiguous.
-    return torch.bmm(part.features.flatten(2), k_yx.transpose(1, 2)).transpose(1, 2)
+    features = _flatten_last_two(part.features)  # [B, C, h*w]
+    return torch.bmm(features, k_yx.transpose(1, 2)).transpose(1, 2)
 
 
 def _part_mean(part: ResizedMap) -> Tensor:
     """GAP of one resized map, [B, C_part], without materialising the resize."""
-    features = part.features.flatten(2)  # [B, C, h*w]
+    features = _flatten_last_two(part.features)  # [B, C, h*w]
+    # Python ints (ResizedMap.size): an exported graph gets constants, not shape arithmetic.
+    # Along an axis without a resize matrix the map already has the level's size.
+    height, width = part.size
     if part.rows is None and part.cols is None:
         # A scaled sum: its backward is a broadcast view, whereas mean's materialises a full
         # [B, C, h*w] gradient (a measurable cost at the 3b level).
-        return features.sum(dim=-1) * (1.0 / features.shape[-1])
-    height, width = part.features.shape[-2:]
+        return features.sum(dim=-1) * (1.0 / (height * width))
     rows = (
         part.rows.mean(dim=0) if part.rows is not None else features.new_full((height,), 1 / height)
     )
     cols = (
         part.cols.mean(dim=0) if part.cols is not None else features.new_full((width,), 1 / width)
     )
-    return features @ (rows[:, None] * cols[None, :]).flatten()  # [B, C]
+    weights = (rows[:, None] * cols[None, :]).reshape(-1, 1)  # [h*w, 1]
+    # A matrix, not a vector: matrix-vector MatMul trips some ONNX runtimes (OpenCV DNN).
+    return (features @ weights)[..., 0]  # [B, C]
 
 
 def _max_pool(parts: list[ResizedMap]) -> Tensor:
@@ -186,6 +206,7 @@ class AttributeLocalization(nn.Module):
         self.padding_mode = padding_mode
         self.align_corners = align_corners
         hidden = channels // reduction
+        self.hidden_channels = hidden
         m, c = num_attrs, channels
         # Channel attention (SE): W1 [C -> C/16], W2 [C/16 -> C], both with bias.
         self.se_reduce_weight = nn.Parameter(torch.empty(m, hidden, c))
@@ -217,10 +238,13 @@ class AttributeLocalization(nn.Module):
 
     def channel_attention(self, pooled: Tensor) -> Tensor:
         """SE attention of every attribute from GAP(X) [B, C]; returns a [B, M, C] in (0, 1)."""
-        hidden = torch.einsum("bc,mkc->bmk", pooled, self.se_reduce_weight)  # [B, M, C/16]
+        m, k, c = self.num_attrs, self.hidden_channels, self.channels  # M, C/16, C
+        # W1 of every attribute in one matrix product: [B, C] @ [C, M*C/16] -> [B, M*C/16].
+        hidden = (pooled @ self.se_reduce_weight.reshape(m * k, c).T).reshape(-1, m, k)
         hidden = F.relu(hidden + self.se_reduce_bias)
-        logits = torch.einsum("bmk,mck->bmc", hidden, self.se_expand_weight)  # [B, M, C]
-        return torch.sigmoid(logits + self.se_expand_bias)
+        # W2 per attribute, batched over M: [M, B, C/16] @ [M, C/16, C] -> [M, B, C].
+        logits = (hidden.transpose(0, 1) @ self.se_expand_weight.transpose(1, 2)).transpose(0, 1)
+        return torch.sigmoid(logits + self.se_expand_bias)  # [B, M, C]
 
     def forward(self, x: Tensor | Level) -> tuple[Tensor, Tensor]:
         """Predict every attribute from one level.
@@ -241,12 +265,16 @@ class AttributeLocalization(nn.Module):
 
         x_pool = x_mean if self.box_pooling == "avg" else _max_pool(parts)  # [B, C]
         f_pool = reweight * x_pool[:, None, :]  # [B, M, C]   pool(F_m)
-        theta_raw = torch.einsum("bmc,mfc->bmf", f_pool, self.box_weight) + self.box_bias
+        # Linear_m(C -> 4) per attribute, batched over M: [M, B, C] @ [M, C, 4] -> [M, B, 4].
+        theta_raw = (f_pool.transpose(0, 1) @ self.box_weight.transpose(1, 2)).transpose(0, 1)
+        theta_raw = theta_raw + self.box_bias  # [B, M, 4]
         boxes = boxes_from_theta(theta_raw)  # [B, M, 4]   (s_x, s_y, t_x, t_y)
 
         sampler = dict(align_corners=self.align_corners, padding_mode=self.padding_mode)
-        k_y = sampling_marginal(boxes[..., 1], boxes[..., 3], height, **sampler)  # [B, M, H]
-        k_x = sampling_marginal(boxes[..., 0], boxes[..., 2], width, **sampler)  # [B, M, W]
+        # One Split in an exported graph, where indexing costs a Gather and an Unsqueeze each.
+        s_x, s_y, t_x, t_y = boxes.split(1, dim=-1)  # each [B, M, 1]
+        k_y = sampling_marginal(s_y, t_y, height, **sampler)  # [B, M, H]
+        k_x = sampling_marginal(s_x, t_x, width, **sampler)  # [B, M, W]
         x_sampled = torch.cat([_contract(part, k_y, k_x) for part in parts], dim=-1)  # [B, M, C]
         f_sampled = reweight * x_sampled  # [B, M, C]   GAP(grid_sample(F_m))
 

@@ -45,10 +45,15 @@ class ResizedMap:
 
     @property
     def size(self) -> tuple[int, int]:
-        """(H, W) of the level this map belongs to."""
+        """(H, W) of the level this map belongs to, as Python ints.
+
+        Ints rather than traced sizes: the sizes follow from the fixed input size, so an exported
+        graph (ONNX, torch.export) holds the resize matrices and the ALM's sampling grid as
+        constants instead of computing them from Shape operators at run time.
+        """
         height = self.features.shape[-2] if self.rows is None else self.rows.shape[0]
         width = self.features.shape[-1] if self.cols is None else self.cols.shape[0]
-        return height, width
+        return int(height), int(width)
 
     def resized(self, size: tuple[int, int], mode: str) -> ResizedMap:
         """This map upsampled further to ``size``: the new matrices compose with the old."""
@@ -113,7 +118,7 @@ class FeaturePyramid(nn.Module):
         levels = [level]
         for lateral, feature in zip(self.laterals[-2::-1], features[-2::-1], strict=True):
             reduced = lateral(feature)  # f(phi_i), [B, d, H_i, W_i]
-            size = tuple(reduced.shape[-2:])
+            size = tuple(int(s) for s in reduced.shape[-2:])  # ints: see ResizedMap.size
             upsampled = [part.resized(size, self.upsample) for part in level]  # g(X_{i+1})
             level = [*upsampled, ResizedMap(reduced)]  # X_i = [g(X_{i+1}), f(phi_i)]   eq. 1
             levels.append(level)
