@@ -15,11 +15,15 @@ _LAZY = {
     "ModelOutput": "pedattr.models.model",
     "load_model": "pedattr.engine.checkpoint",
     "save_checkpoint": "pedattr.engine.checkpoint",
+    "Prediction": "pedattr.inference.predictor",
+    "Predictor": "pedattr.inference.predictor",
 }
 
 __all__ = [
     "ModelConfig",
     "ModelOutput",
+    "Prediction",
+    "Predictor",
     "__version__",
     "build_model",
     "load_model",

@@ -60,10 +60,15 @@ Augmentation = Callable[[Tensor, "torch.Generator | None"], Tensor]
 # --- decoding ---------------------------------------------------------------------------------
 
 
+def sixteen_bit_to_uint8(values: np.ndarray) -> np.ndarray:
+    """16-bit values (0..65535; anything outside is clipped) scaled and rounded to uint8 0..255."""
+    values = np.clip(np.asarray(values, dtype=np.int64), 0, 65535)
+    return ((values * 255 + 32767) // 65535).astype(np.uint8)
+
+
 def _sixteen_bit_to_l(image: Image.Image) -> Image.Image:
     # "I" (32-bit) is what older Pillow returns for 16-bit PNGs; treat it as 0..65535 too.
-    values = np.clip(np.asarray(image, dtype=np.int64), 0, 65535)
-    return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+    return Image.fromarray(sixteen_bit_to_uint8(np.asarray(image)), mode="L")
 
 
 def _composite_on_black(image: Image.Image) -> Image.Image:
@@ -98,6 +103,16 @@ def _apply_exif_orientation(image: Image.Image) -> Image.Image:
     except Exception as err:  # a broken EXIF block must not cost an otherwise good image
         logger.debug("ignoring unreadable EXIF data: %s", err)
     return image
+
+
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """What :func:`load_rgb` makes of a decoded image: EXIF orientation applied, then
+    :func:`to_rgb`; ``image`` itself is left unchanged.
+
+    This is how an image opened elsewhere (``PIL.Image.open``) gets the same pixels as its file
+    read through the pipeline.
+    """
+    return to_rgb(_apply_exif_orientation(image.copy()))
 
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:
@@ -391,7 +406,7 @@ def tracked_batches(
     """(images, labels) of each batch, feeding the tracker; batches left empty are skipped.
 
     This adapts a :func:`build_loader` loader to loops that take (images, labels) pairs, such
-    as :func:`pedattr.engine.trainer.train_epoch`.
+    as a hand-written training loop.
     """
     for batch in batches:
         tracker.update(batch)
