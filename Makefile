@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 
-.PHONY: install install-dev demo test lint format bench
+.PHONY: install install-dev install-demo demo test lint format bench
 
 install:
 	$(PIP) install -q -e .
@@ -10,7 +10,10 @@ install:
 install-dev:
 	$(PIP) install -q -e ".[dev]"
 
-demo: install
+install-demo:
+	$(PIP) install -q -e ".[demo]"
+
+demo: install-demo
 	pedattr demo --out runs/demo
 
 lint:

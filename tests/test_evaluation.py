@@ -183,6 +183,7 @@ def test_predictions_concatenate_and_sorted_by_index() -> None:
             labels=(values % 2).astype(np.float32),
             probs=values / 10,
             boxes=np.broadcast_to(values[:, None, :, None], (n, 3, 2, 4)).copy() if boxes else None,
+            winners=values.astype(np.int64) if boxes else None,
         )
 
     # Two padded shards of a distributed run: rank 0 read 0, 2, 4; rank 1 read 1, 3, 0 (padding).
@@ -192,6 +193,7 @@ def test_predictions_concatenate_and_sorted_by_index() -> None:
     assert result.indices.tolist() == [0, 1, 2, 3, 4]
     np.testing.assert_array_equal(result.probs[:, 0], np.float32([0, 1, 2, 3, 4]) / 10)
     np.testing.assert_array_equal(result.boxes[:, 0, 0, 0], [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(result.winners[:, 0], [0, 1, 2, 3, 4])
     assert result.probs is not merged.probs and len(merged) == 6  # a copy
 
     no_boxes = Predictions.concatenate([part([5, 1], boxes=False)]).sorted_by_index()

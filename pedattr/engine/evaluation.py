@@ -30,6 +30,13 @@ from tqdm import tqdm
 from pedattr.data.dataset import Batch, FailureTracker, build_loader
 from pedattr.data.description import DatasetDescription
 from pedattr.engine.checkpoint import json_safe, load_model
+from pedattr.localization import (
+    boxes_to_pixels,
+    level_names,
+    level_sizes,
+    localization_scores,
+    max_vote_branch,
+)
 from pedattr.metrics import compute_metrics, format_metrics_table
 
 #: Values of ``thresholds`` in :func:`evaluate_checkpoint` (and ``pedattr eval --thresholds``).
@@ -102,12 +109,16 @@ class Predictions:
         labels: float32 [N, M], 0, 1 or 2 (unknown).
         probs: float32 [N, M], fused sigmoid probabilities.
         boxes: float32 [N, levels, M, 4] as the model returns them; None for the baseline.
+        winners: int64 [N, M], the branch whose logit won the max vote (levels in order, then
+            the global branch, :func:`pedattr.localization.max_vote_branch`); None for the
+            baseline.
     """
 
     indices: np.ndarray
     labels: np.ndarray
     probs: np.ndarray
     boxes: np.ndarray | None = None
+    winners: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -129,6 +140,9 @@ class Predictions:
             labels=np.concatenate([part.labels for part in parts]),
             probs=np.concatenate([part.probs for part in parts]),
             boxes=np.concatenate([part.boxes for part in parts]) if all(with_boxes) else None,
+            winners=np.concatenate([part.winners for part in parts])
+            if all(part.winners is not None for part in parts)
+            else None,
         )
 
     def sorted_by_index(self) -> Predictions:
@@ -143,6 +157,7 @@ class Predictions:
             labels=self.labels[first].copy(),
             probs=self.probs[first].copy(),
             boxes=None if self.boxes is None else self.boxes[first].copy(),
+            winners=None if self.winners is None else self.winners[first].copy(),
         )
 
 
@@ -211,12 +226,16 @@ def _predict_batch(
         output = model(images)
     # Sigmoid in float32: in half precision, probabilities near 1 round to exactly 1.0.
     probs = torch.sigmoid(output.logits.float())
-    boxes = None if output.boxes is None else output.boxes.float().cpu().numpy()
+    boxes = winners = None
+    if output.boxes is not None:
+        boxes = output.boxes.float().cpu().numpy()
+        winners = max_vote_branch([logits.float().cpu() for logits in output.branch_logits])
     return Predictions(
         indices=batch.indices.numpy().astype(np.int64),
         labels=batch.labels.numpy().astype(np.float32),
         probs=probs.cpu().numpy(),
         boxes=boxes,
+        winners=winners,
     )
 
 
@@ -273,7 +292,7 @@ def predict_split(
     return predict_loader(model, loader, device=device, tracker=tracker, description=split)
 
 
-def _thresholds_for(model: nn.Module, checkpoint: str | os.PathLike, mode: str) -> Any:
+def resolve_thresholds(model: nn.Module, checkpoint: str | os.PathLike, mode: str) -> Any:
     """0.5, or the per-attribute thresholds the checkpoint stores when ``mode`` is calibrated."""
     if mode not in THRESHOLD_MODES:
         raise ValueError(f"thresholds must be one of {THRESHOLD_MODES}, got {mode!r}")
@@ -284,7 +303,7 @@ def _thresholds_for(model: nn.Module, checkpoint: str | os.PathLike, mode: str) 
         raise ValueError(
             f"{checkpoint}: the checkpoint stores no calibrated thresholds; choose them on the "
             f"validation split with `pedattr calibrate --checkpoint {checkpoint} --data DATA_DIR` "
-            "or evaluate with the default 0.5"
+            "or use the default 0.5"
         )
     return [float(t) for t in stored]
 
@@ -298,6 +317,7 @@ def evaluate_checkpoint(
     batch_size: int = 64,
     workers: int = 0,
     device: torch.device | str = "cpu",
+    localization: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of a prepared dataset with the paper's metrics.
 
@@ -310,13 +330,15 @@ def evaluate_checkpoint(
         batch_size: images per forward.
         workers: DataLoader worker processes (0 decodes in this process).
         device: where the model runs.
+        localization: also score the learned boxes against the dataset's ground-truth boxes
+            (:func:`localization_report`); needs an ALM model and a dataset with boxes.
 
     Returns:
         A JSON-safe report (NaN stored as None): ``checkpoint``, ``data``, ``split``,
         ``num_images`` (evaluated), ``unreadable_images``, ``threshold_mode``, ``thresholds``
         (0.5 or one per attribute), ``attributes`` and ``metrics``: what
         :func:`~pedattr.metrics.compute_metrics` returns plus ``per_attribute`` (attribute name
-        -> mA).
+        -> mA), and with ``localization`` the :func:`localization_report`.
 
     Raises:
         CheckpointError: the checkpoint cannot be read.
@@ -326,7 +348,7 @@ def evaluate_checkpoint(
             split name.
     """
     model = load_model(checkpoint, device=device)
-    chosen = _thresholds_for(model, checkpoint, thresholds)  # before minutes of prediction
+    chosen = resolve_thresholds(model, checkpoint, thresholds)  # before minutes of prediction
     description = load_description(data)
     check_attributes(
         model.attribute_names,
@@ -334,6 +356,8 @@ def evaluate_checkpoint(
         model_source=str(checkpoint),
         data_source=str(description.root),
     )
+    if localization:
+        _check_localizable(model, description, checkpoint)
     tracker = FailureTracker()
     predictions = predict_split(
         model,
@@ -347,6 +371,9 @@ def evaluate_checkpoint(
     metrics = compute_metrics(predictions.labels, predictions.probs, chosen)
     names = list(model.attribute_names)
     metrics["per_attribute"] = dict(zip(names, metrics["per_attribute_mA"], strict=True))
+    extra = {}
+    if localization:
+        extra["localization"] = localization_report(model, description, predictions)
     return json_safe(
         {
             "checkpoint": str(checkpoint),
@@ -358,8 +385,105 @@ def evaluate_checkpoint(
             "thresholds": chosen,
             "attributes": names,
             "metrics": metrics,
+            **extra,
         }
     )
+
+
+def _check_localizable(
+    model: nn.Module, description: DatasetDescription, checkpoint: str | os.PathLike
+) -> None:
+    if description.boxes is None:
+        raise ValueError(
+            f"{description.root}: the dataset has no ground-truth boxes (boxes.json), so the "
+            "learned boxes cannot be scored"
+        )
+    if model.config.arch != "alm":
+        raise ValueError(f"{checkpoint}: a {model.config.arch} model predicts no boxes")
+
+
+def image_sizes(description: DatasetDescription, indices: np.ndarray) -> np.ndarray:
+    """(height, width) of each sample's image file, [N, 2], read from the file headers."""
+    from PIL import Image
+
+    sizes = []
+    for index in indices:
+        with Image.open(description.image_path(int(index))) as image:
+            width, height = image.size
+        sizes.append((height, width))
+    return np.array(sizes, dtype=np.float64).reshape(-1, 2)
+
+
+def localization_report(
+    model: nn.Module, description: DatasetDescription, predictions: Predictions
+) -> dict[str, Any]:
+    """How well the learned boxes point at the ground-truth boxes (paper Sec. 4.3).
+
+    Each attribute's box at each level is mapped to the original image's pixels
+    (:func:`pedattr.localization.boxes_to_pixels`) and scored over the positive images that
+    carry a ground-truth box for it: pointing-game hit rate and mean IoU per level, at the best
+    level and at the level that won the max vote. The dataset may name the attributes whose
+    position varies from image to image (the generator does), which get their own mean.
+    ``fixed_box_reference`` scores a box that ignores the image (:func:`fixed_box_reference`)
+    the same way, for comparison.
+    """
+    _check_localizable(model, description, "the model")
+    config = model.config
+    sizes = image_sizes(description, predictions.indices)
+    pixel_boxes = boxes_to_pixels(
+        predictions.boxes,
+        level_sizes=level_sizes(model, config.input_size),
+        input_size=config.input_size,
+        image_size=sizes,
+        align_corners=config.align_corners,
+    )
+    names = [description.image_names[int(i)] for i in predictions.indices]
+    ground_truth = [description.boxes.get(name, {}) for name in names]
+    varying = (description.meta.get("source") or {}).get("location_varying_attributes")
+    scores = localization_scores(
+        pixel_boxes,
+        ground_truth,
+        list(config.attribute_names),
+        labels=predictions.labels,
+        winning_level=predictions.winners,
+        level_names=level_names(config),
+        location_varying=varying,
+    )
+    fixed = fixed_box_reference(description, sizes, config.attribute_names)
+    scores["fixed_box_reference"] = localization_scores(
+        fixed[:, None],
+        ground_truth,
+        list(config.attribute_names),
+        labels=predictions.labels,
+        level_names=("fixed",),
+        location_varying=varying,
+    )
+    return scores
+
+
+def fixed_box_reference(
+    description: DatasetDescription, image_size: np.ndarray, attribute_names: Sequence[str]
+) -> np.ndarray:
+    """A box that ignores the image: each attribute's mean training box, [N, M, 4] pixels.
+
+    Ground-truth boxes of the training split are averaged per attribute in coordinates relative
+    to the image size, then placed in each evaluated image. What this constant box scores is
+    what an attribute's position alone gives away; boxes that follow the evidence beat it.
+    Attributes without training boxes get the whole image.
+    """
+    train = description.split_indices("train")
+    train_sizes = image_sizes(description, train)
+    relative = np.tile([0.0, 0.0, 1.0, 1.0], (len(attribute_names), 1))
+    for j, name in enumerate(attribute_names):
+        boxes = [
+            np.asarray(description.boxes[description.image_names[i]][name]) / np.tile(size[::-1], 2)
+            for i, size in zip(train, train_sizes, strict=True)
+            if name in description.boxes.get(description.image_names[i], {})
+        ]
+        if boxes:
+            relative[j] = np.mean(boxes, axis=0)
+    scale = np.tile(image_size[:, ::-1], 2)[:, None, :]  # [N, 1, 4]: W, H, W, H
+    return relative[None] * scale
 
 
 def _nan_if_none(value: Any) -> float:
@@ -386,3 +510,22 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['num_images']} images{skipped_text}, {threshold})"
     )
     return f"{heading}\n{format_metrics_table(metrics, report['attributes'])}"
+
+
+def format_localization(scores: dict[str, Any]) -> str:
+    """:func:`localization_report` as text: the table, then the fixed-box reference."""
+    from pedattr.localization import format_localization_table
+
+    lines = [format_localization_table(scores)]
+    reference = scores.get("fixed_box_reference")
+    if reference:
+        for group in ("location_varying", "all"):
+            mean = reference["mean"][group]
+            if mean["attributes"]:
+                hit = mean["levels"]["fixed"]["hit_rate"]
+                iou = mean["levels"]["fixed"]["mean_iou"]
+                lines.append(
+                    f"reference, a fixed box per attribute (mean training box), "
+                    f"{group.replace('_', '-')} mean: hit {100 * hit:.1f} %, IoU {iou:.2f}"
+                )
+    return "\n".join(lines)

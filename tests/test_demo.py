@@ -1,0 +1,143 @@
+"""`pedattr demo` end to end at a tiny size, and `pedattr eval --localization` against a hand
+computation of the pixel boxes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import pedattr
+from pedattr.cli import main
+from pedattr.data.description import DatasetDescription
+from pedattr.data.synthetic import ATTRIBUTES, LOCATION_VARYING_ATTRIBUTES
+
+TINY = [
+    "model.backbone=timm:test_efficientnet",
+    "model.input_size=[128,64]",  # the generated size: no resize to mirror below
+    "model.pyramid_dim=16",
+    "optim.epochs=1",
+    "data.workers=0",
+    "run.device=cpu",
+]
+SPLITS = ["--num-train", "160", "--num-val", "24", "--num-test", "24"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--out", str(out), *SPLITS, "--no-pretrained", *TINY]) == 0
+    return out
+
+
+def test_demo_writes_data_run_figures_and_report(demo: Path) -> None:
+    report = json.loads((demo / "report.json").read_text())
+    assert report["splits"] == {"train": 160, "val": 24, "test": 24}
+    assert report["pretrained"] is None
+    assert report["config"]["model"]["backbone"] == "timm:test_efficientnet"
+    assert set(report["test"]) == {"mA", "accuracy", "precision", "recall", "f1"}
+    local = report["localization"]
+    assert local["location_varying_attributes"] > 0
+    assert 0 <= local["best_level_hit_rate"] <= 1
+    model = pedattr.load_model(report["checkpoint"])
+    assert model.attribute_names == ATTRIBUTES
+    for figure in report["figures"].values():
+        with Image.open(figure) as image:
+            assert image.format == "PNG" and min(image.size) > 100
+    description = DatasetDescription.load(demo / "data")
+    assert description.boxes is not None
+    assert (demo / "run" / "log.jsonl").is_file()
+
+
+def test_second_demo_reuses_the_data_and_replaces_the_run(demo: Path) -> None:
+    image = demo / "data" / "images" / "000000.png"
+    stamp = image.stat().st_mtime_ns
+    first = json.loads((demo / "report.json").read_text())
+    assert main(["demo", "--out", str(demo), *SPLITS, "--no-pretrained", *TINY]) == 0
+    assert image.stat().st_mtime_ns == stamp
+    second = json.loads((demo / "report.json").read_text())
+    assert second["test"] == first["test"]  # same seed, same data: the same model
+
+
+def _cell_to_pixel(u: np.ndarray, cells: int, stride: float) -> np.ndarray:
+    """Normalised grid coordinate -> input pixel, written out for align_corners=True."""
+    j = (u + 1) / 2 * (cells - 1)  # fractional cell index
+    return (j + 0.5) * stride  # centre of that cell's receptive field, pixels span [0, W]
+
+
+def test_eval_localization_matches_a_hand_computation(demo: Path, capsys) -> None:
+    checkpoint = demo / "run" / "best.safetensors"
+    out = demo / "eval.json"
+    code = main(
+        ["eval", "--checkpoint", str(checkpoint), "--data", str(demo / "data"), "--device", "cpu"]
+        + ["--localization", "--json", str(out)]
+    )
+    assert code == 0
+    assert "hit" in capsys.readouterr().out.lower()
+    scores = json.loads(out.read_text())["localization"]
+
+    # Recompute the pointing game at every level from the model's raw boxes.
+    model = pedattr.load_model(checkpoint)
+    description = DatasetDescription.load(demo / "data")
+    test = description.split_indices("test")
+    height, width = model.config.input_size
+    images = []
+    for index in test:
+        with Image.open(description.image_path(int(index))) as image:
+            original = image.size  # (W, H): the generated size, the model's input size
+            pixels = np.asarray(image.convert("RGB"))
+            images.append(torch.from_numpy(pixels.copy()).permute(2, 0, 1))
+    with torch.no_grad():
+        boxes = model(torch.stack(images)).boxes.numpy()  # [N, 3, M, 4]
+    scale_x, scale_y = original[0] / width, original[1] / height
+    names = model.attribute_names
+    checked = 0
+    for name in sorted(LOCATION_VARYING_ATTRIBUTES):
+        j = names.index(name)
+        entry = scores["attributes"].get(name)
+        rows = [
+            r
+            for r, index in enumerate(test)
+            if description.labels[index, j] == 1
+            and name in description.boxes[description.image_names[index]]
+        ]
+        if not rows:
+            assert entry is None
+            continue
+        assert entry["count"] == len(rows)
+        for level, level_name in enumerate(scores["levels"]):
+            cells_y = height / 2 ** (level + 3)  # levels at strides 8, 16, 32
+            cells_x = width / 2 ** (level + 3)
+            hits = []
+            stride = 2 ** (level + 3)
+            for r in rows:
+                s_x, s_y, t_x, t_y = boxes[r, level, j]
+                # the box's edges in image pixels, clipped to the image, then its centre
+                left, right = (
+                    np.clip(_cell_to_pixel(u, cells_x, stride) * scale_x, 0, original[0])
+                    for u in (t_x - s_x, t_x + s_x)
+                )
+                top, bottom = (
+                    np.clip(_cell_to_pixel(u, cells_y, stride) * scale_y, 0, original[1])
+                    for u in (t_y - s_y, t_y + s_y)
+                )
+                x, y = (left + right) / 2, (top + bottom) / 2
+                x0, y0, x1, y1 = description.boxes[description.image_names[test[r]]][name]
+                hits.append(x0 <= x <= x1 and y0 <= y <= y1)
+            assert entry["levels"][level_name]["hit_rate"] == pytest.approx(np.mean(hits))
+        checked += 1
+    assert checked >= 3
+
+
+def test_eval_localization_needs_boxes_and_alm(tmp_path: Path, demo: Path, capsys) -> None:
+    baseline = pedattr.build_model(
+        "baseline", attribute_names=ATTRIBUTES, backbone="timm:test_efficientnet"
+    )
+    pedattr.save_checkpoint(tmp_path / "baseline.safetensors", baseline)
+    args = ["eval", "--checkpoint", str(tmp_path / "baseline.safetensors")]
+    assert main([*args, "--data", str(demo / "data"), "--localization"]) == 2
+    assert "predicts no boxes" in capsys.readouterr().err
