@@ -9,6 +9,7 @@ that storage.
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import statistics
@@ -21,6 +22,17 @@ import torch
 from torch import Tensor, nn
 
 MB = 2**20
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, backbone: bool = True) -> None:
+    """The options every model benchmark shares: backbone, attributes and input size."""
+    if backbone:
+        parser.add_argument(
+            "--backbone", default="bninception", help="backbone (default bninception)"
+        )
+    parser.add_argument("--num-attrs", type=int, default=51, help="attributes M (default 51)")
+    parser.add_argument("--height", type=int, default=256, help="image height (default 256)")
+    parser.add_argument("--width", type=int, default=128, help="image width (default 128)")
 
 
 def command_line() -> str:

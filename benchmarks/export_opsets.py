@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import command_line  # noqa: E402
+from common import add_model_arguments, command_line  # noqa: E402
 
 from pedattr.inference.export import (  # noqa: E402
     PARITY_TOLERANCE,
@@ -47,10 +47,7 @@ OUTPUT_NAMES = ("probabilities", "boxes", "branch_probabilities")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbone", default="bninception", help="backbone (default bninception)")
-    parser.add_argument("--num-attrs", type=int, default=51, help="attributes M (default 51)")
-    parser.add_argument("--height", type=int, default=256, help="image height (default 256)")
-    parser.add_argument("--width", type=int, default=128, help="image width (default 128)")
+    add_model_arguments(parser)
     parser.add_argument(
         "--opsets",
         type=int,

@@ -44,7 +44,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import command_line, interleaved_seconds, load_average  # noqa: E402
+from common import (  # noqa: E402
+    add_model_arguments,
+    command_line,
+    interleaved_seconds,
+    load_average,
+)
 
 from pedattr.inference.export import ExportModule, export_onnx  # noqa: E402
 from pedattr.models.model import build_model  # noqa: E402
@@ -57,10 +62,7 @@ COMPILE_TOLERANCE = 1e-3
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbone", default="bninception", help="backbone (default bninception)")
-    parser.add_argument("--num-attrs", type=int, default=51, help="attributes M (default 51)")
-    parser.add_argument("--height", type=int, default=256, help="image height (default 256)")
-    parser.add_argument("--width", type=int, default=128, help="image width (default 128)")
+    add_model_arguments(parser)
     parser.add_argument(
         "--batches", type=int, nargs="+", default=None, help="batch sizes (default 1 32)"
     )

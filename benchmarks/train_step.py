@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import (  # noqa: E402
     MB,
     SavedTensors,
+    add_model_arguments,
     command_line,
     interleaved_seconds,
     load_average,
@@ -103,9 +104,7 @@ class Candidate:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=32, help="batch size B (default 32)")
-    parser.add_argument("--num-attrs", type=int, default=51, help="attributes M (default 51)")
-    parser.add_argument("--height", type=int, default=256, help="image height (default 256)")
-    parser.add_argument("--width", type=int, default=128, help="image width (default 128)")
+    add_model_arguments(parser, backbone=False)
     parser.add_argument(
         "--repeats",
         type=int,
