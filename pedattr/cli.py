@@ -42,18 +42,26 @@ def _demo(args: argparse.Namespace) -> int:
 
     splits = {"train": args.num_train, "val": args.num_val, "test": args.num_test}
     pretrained = None if args.no_pretrained else (args.pretrained or "auto")
-    run_demo(
-        args.out,
-        splits=splits,
-        seed=args.seed,
-        overrides=args.overrides,
-        pretrained=pretrained,
-    )
+    from pedattr.engine.training import TrainingError
+
+    try:
+        run_demo(
+            args.out,
+            splits=splits,
+            seed=args.seed,
+            overrides=args.overrides,
+            pretrained=pretrained,
+        )
+    except TrainingError as err:
+        print(f"pedattr demo: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
-    from pedattr.engine.demo import DEMO_SETTINGS, DEMO_SPLITS
+    from pedattr.engine.demo_settings import DEMO_SETTINGS, DEMO_SPLITS
 
     p = subparsers.add_parser(
         "demo",
@@ -505,7 +513,7 @@ An input that cannot be read gives one line on stderr and the rest goes on;
 the exit status is then 1 (2 for a bad checkpoint or argument).""",
         epilog="""\
 examples:
-  pedattr predict --checkpoint runs/demo/model.safetensors person.jpg
+  pedattr predict --checkpoint runs/demo/run/best.safetensors person.jpg
   pedattr predict --checkpoint CKPT crops/ --recursive --json out.jsonl
   pedattr predict --checkpoint CKPT "crops/**/*.png" --visualize overlays/
   pedattr predict --checkpoint CKPT vtest.avi --every 100
@@ -633,6 +641,119 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_export)
 
 
+def _experiment_command(args: argparse.Namespace) -> str:
+    """The command line as given, rebuilt from the parsed arguments for the table's record."""
+    import shlex
+
+    words = ["pedattr", "experiment", args.table, "--data", args.data, "--out", args.out]
+    for flag, value in (("--epochs", args.epochs), ("--seeds", args.seeds)):
+        if value is not None:
+            words += [flag, str(value)]
+    for flag, value in (("--rows", args.rows), ("--configs", args.configs)):
+        if value:
+            words += [flag, value]
+    return shlex.join([*words, *args.overrides])
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    from pedattr.engine.experiment import run_experiment
+    from pedattr.engine.training import TrainingError
+
+    try:
+        run_experiment(
+            args.table,
+            args.data,
+            args.out,
+            epochs=args.epochs,
+            seeds=args.seeds if args.seeds is not None else 1,
+            rows=args.rows.split(",") if args.rows else None,
+            overrides=args.overrides,
+            config_root=args.configs,
+            command=_experiment_command(args),
+        )
+    except TrainingError as err:
+        print(f"pedattr experiment: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "pedattr experiment: interrupted; the same command continues where it stopped",
+            file=sys.stderr,
+        )
+        return 130
+    return 0
+
+
+def _add_experiment(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "experiment",
+        help="train and tabulate every row of the paper's Table 1 or Table 2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_EXPERIMENT_DESCRIPTION,
+        epilog=_EXPERIMENT_EXAMPLES,
+    )
+    # Each table is a sub-command, so that overrides may follow the options.
+    tables = p.add_subparsers(dest="table", metavar="TABLE", required=True)
+    for table, what in (
+        ("table1", "the method's components, added one at a time"),
+        ("table2", "rigid parts, attention masks and ALM"),
+    ):
+        sub = tables.add_parser(
+            table,
+            help=f"paper {table.replace('table', 'Table ')}: {what}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            description=_EXPERIMENT_DESCRIPTION,
+            epilog=_EXPERIMENT_EXAMPLES,
+        )
+        _add_experiment_options(sub)
+
+
+_EXPERIMENT_DESCRIPTION = """\
+Train every row of the paper's Table 1 (the method's components, added one at
+a time) or Table 2 (rigid parts, attention masks, ALM) on a prepared dataset,
+with the same seeds and schedule, and write OUT/TABLE.md (a table like the
+paper's: mA, F1, Acc, Prec, Rec, parameters, GFLOPs, mean and spread over
+seeds, the localization hit rate on datasets with boxes, and the paper's RAP
+numbers for reference) and OUT/TABLE.json. Rows are configs/TABLE/*.yaml over
+configs/experiments.yaml. Each row and seed is a `pedattr train` run folder,
+OUT/ROW/seedK: finished runs are read, interrupted ones resumed, so running the
+same command again continues after Ctrl-C."""
+_EXPERIMENT_EXAMPLES = """\
+examples:
+  pedattr experiment table1 --data data/rap1 --out runs/table1 --seeds 3
+  pedattr experiment table2 --data data/pa100k --out runs/table2 --epochs 6
+  pedattr experiment table1 --data DATA --out OUT --rows baseline,final_without_alm \\
+      model.backbone=torchvision:mobilenet_v2 model.input_size=[128,64]"""
+
+
+def _add_experiment_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, metavar="DATA_DIR", help="prepared dataset folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the runs and tables")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        metavar="N",
+        help="epochs per run instead of the recipe's, the rate divided by 10 after each third",
+    )
+    p.add_argument("--seeds", type=int, metavar="K", help="seeds 0..K-1 per row (default 1)")
+    p.add_argument(
+        "--rows",
+        metavar="NAME,...",
+        help="only these rows, by file name with or without its number (e.g. baseline)",
+    )
+    p.add_argument(
+        "--configs",
+        metavar="DIR",
+        help="folder with experiments.yaml and table1/, table2/ (default: the project's configs)",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="SECTION.KEY=VALUE",
+        help="a setting for every row, e.g. optim.lr=1e-3 model.input_size=[128,64]",
+    )
+    p.set_defaults(func=_experiment)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pedattr",
@@ -653,6 +774,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_calibrate,
         _add_predict,
         _add_export,
+        _add_experiment,
     ):
         add(subparsers)
     return parser

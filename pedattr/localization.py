@@ -50,11 +50,16 @@ LEVEL_NAMES = ("3b", "4d", "5b")
 
 
 def level_names(config: Any) -> tuple[str, ...]:
-    """Names of a model's three ALM levels (a ModelConfig): BN-Inception's blocks for that
-    backbone, else ``level1`` .. ``level3``."""
+    """Names of a model's pyramid levels (a ModelConfig): BN-Inception's blocks for that
+    backbone, else ``level1`` .. ``level3``; only the top one for ``levels="top"``, none for the
+    baseline."""
+    if config.arch != "alm":
+        return ()
     if config.backbone == "bninception":
-        return LEVEL_NAMES
-    return tuple(f"level{k}" for k in range(1, len(LEVEL_NAMES) + 1))
+        names = LEVEL_NAMES
+    else:
+        names = tuple(f"level{k}" for k in range(1, len(LEVEL_NAMES) + 1))
+    return names[-1:] if config.levels == "top" else names
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -64,17 +69,18 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 def level_sizes(model: nn.Module, input_size: tuple[int, int]) -> list[tuple[int, int]]:
-    """The (h, w) of every ALM level's feature map for inputs of ``input_size`` (H, W).
+    """The (h, w) of every pyramid level's feature map for inputs of ``input_size`` (H, W).
 
     Runs one zero image through the model in eval mode without gradients (so batch-norm
-    statistics are not touched) and records the map each ALM group receives.
+    statistics are not touched) and records the map each level's head (ALM group, attention
+    masks, rigid parts) receives.
 
     Raises:
-        ValueError: the model has no ALM groups (e.g. the baseline).
+        ValueError: the model has no pyramid levels (e.g. the baseline).
     """
-    alms = getattr(model, "alms", None)
-    if not alms:
-        raise ValueError("the model has no ALM levels (only ALM models have boxes)")
+    heads = getattr(model, "level_heads", None)
+    if not heads:
+        raise ValueError("the model has no ALM pyramid levels (the baseline has no boxes)")
     sizes: list[tuple[int, int]] = []
 
     def record(module: nn.Module, args: tuple) -> None:
@@ -84,7 +90,7 @@ def level_sizes(model: nn.Module, input_size: tuple[int, int]) -> list[tuple[int
         else:  # the pyramid's factorised level: all its maps share the level's size
             sizes.append(tuple(int(v) for v in x[0].size))
 
-    handles = [alm.register_forward_pre_hook(record) for alm in alms]
+    handles = [head.register_forward_pre_hook(record) for head in heads]
     was_training = model.training
     parameter = next(model.parameters())
     try:

@@ -36,12 +36,15 @@ class ReferenceALMLevel(nn.Module):
         box_pooling: str = "avg",
         padding_mode: str = "border",
         align_corners: bool = True,
+        channel_attention: bool = True,
     ) -> None:
         super().__init__()
         self.box_pooling = box_pooling
         self.padding_mode = padding_mode
         self.align_corners = align_corners
-        self.att_list = nn.ModuleList(ChannelAttn(channels) for _ in range(num_attrs))
+        # Without channel attention (Table 1's simplified ALM) the module samples X itself.
+        count = num_attrs if channel_attention else 0
+        self.att_list = nn.ModuleList(ChannelAttn(channels) for _ in range(count))
         self.stn_list = nn.ModuleList(nn.Linear(channels, 4) for _ in range(num_attrs))
         self.fc_list = nn.ModuleList(nn.Linear(channels, 1) for _ in range(num_attrs))
 
@@ -55,8 +58,9 @@ class ReferenceALMLevel(nn.Module):
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
         preds, boxes = [], []
-        for att, stn, fc in zip(self.att_list, self.stn_list, self.fc_list, strict=True):
-            stn_feature = features * att(features) + features
+        attentions = self.att_list or [None] * len(self.fc_list)
+        for att, stn, fc in zip(attentions, self.stn_list, self.fc_list, strict=True):
+            stn_feature = features if att is None else features * att(features) + features
             if self.box_pooling == "avg":
                 pooled = F.avg_pool2d(stn_feature, stn_feature.shape[2:])
             else:
@@ -84,6 +88,12 @@ def copy_reference_into_batched(reference: ReferenceALMLevel, batched: nn.Module
         return torch.stack([get(i) for i in range(len(reference.fc_list))])
 
     with torch.no_grad():
+        batched.box_weight.copy_(stack(lambda i: reference.stn_list[i].weight))
+        batched.box_bias.copy_(stack(lambda i: reference.stn_list[i].bias))
+        batched.cls_weight.copy_(stack(lambda i: reference.fc_list[i].weight[0]))
+        batched.cls_bias.copy_(stack(lambda i: reference.fc_list[i].bias[0]))
+        if not reference.att_list:
+            return
         batched.se_reduce_weight.copy_(
             stack(lambda i: reference.att_list[i].conv1.weight[..., 0, 0])
         )
@@ -92,7 +102,3 @@ def copy_reference_into_batched(reference: ReferenceALMLevel, batched: nn.Module
             stack(lambda i: reference.att_list[i].conv2.weight[..., 0, 0])
         )
         batched.se_expand_bias.copy_(stack(lambda i: reference.att_list[i].conv2.bias))
-        batched.box_weight.copy_(stack(lambda i: reference.stn_list[i].weight))
-        batched.box_bias.copy_(stack(lambda i: reference.stn_list[i].bias))
-        batched.cls_weight.copy_(stack(lambda i: reference.fc_list[i].weight[0]))
-        batched.cls_bias.copy_(stack(lambda i: reference.fc_list[i].bias[0]))

@@ -88,6 +88,29 @@ def test_factorised_pyramid_level_equals_dense_level(box_pooling, padding, corne
         torch.testing.assert_close(grad, dense_grad)
 
 
+@pytest.mark.parametrize("box_pooling,padding,corners", OPTIONS)
+def test_batched_alm_without_channel_attention_matches_reference(box_pooling, padding, corners):
+    """Table 1's simplified ALM (no SE sub-network): F_m = X."""
+    torch.manual_seed(5)
+    options = dict(box_pooling=box_pooling, padding_mode=padding, align_corners=corners)
+    reference = ReferenceALMLevel(3, 32, channel_attention=False, **options).double()
+    batched = AttributeLocalization(32, 3, channel_attention=False, **options).double()
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.normal_(0, 0.3)
+    copy_reference_into_batched(reference, batched)
+    x = torch.randn(2, 32, 8, 4, dtype=torch.float64, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    logits, boxes = batched(x)
+    logits_ref, boxes_ref = reference(x_ref)
+    torch.testing.assert_close(logits, logits_ref)
+    torch.testing.assert_close(boxes, boxes_ref)
+    upstream = torch.randn_like(logits)
+    (grad,) = torch.autograd.grad(logits, x, upstream)
+    (grad_ref,) = torch.autograd.grad(logits_ref, x_ref, upstream)
+    torch.testing.assert_close(grad, grad_ref)
+
+
 def test_parameter_count_per_module_matches_formula():
     for channels in (768, 512, 256):
         alm = AttributeLocalization(channels, 1)

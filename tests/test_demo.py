@@ -141,3 +141,11 @@ def test_eval_localization_needs_boxes_and_alm(tmp_path: Path, demo: Path, capsy
     args = ["eval", "--checkpoint", str(tmp_path / "baseline.safetensors")]
     assert main([*args, "--data", str(demo / "data"), "--localization"]) == 2
     assert "predicts no boxes" in capsys.readouterr().err
+
+
+def test_demo_refuses_to_write_its_run_elsewhere_or_train_the_baseline(tmp_path: Path, capsys):
+    args = ["demo", "--out", str(tmp_path), *SPLITS, "--no-pretrained", *TINY]
+    assert main([*args, f"run.out={tmp_path / 'elsewhere'}"]) == 2
+    assert "choose the folder with --out" in capsys.readouterr().err
+    assert main([*args, "model.arch=baseline"]) == 2
+    assert "model.arch must stay alm" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -452,3 +453,84 @@ def test_cuda_amp_channels_last_run(tmp_path: Path, data: Path) -> None:
     )
     (report,) = train(config)
     assert np.isfinite(report["test"]["mA"])
+
+
+def test_resume_from_another_directory_continues_in_the_given_folder(
+    tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = tmp_path / "start"
+    start.mkdir()
+    monkeypatch.chdir(start)
+    config = tiny_config(start, data, run={"out": "relative/run"})
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 3)
+        with pytest.raises(KeyboardInterrupt):
+            train(config)
+    moved = tmp_path / "moved"
+    (start / "relative" / "run").rename(moved)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    (report,) = train(resume=moved)
+    assert report["run"] == str(moved.resolve())
+    assert (moved / "report.json").is_file() and not any(elsewhere.iterdir())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.yaml").write_text((moved / "config.yaml").read_text())
+    with pytest.raises(TrainingError, match="no state.safetensors"):
+        train(resume=empty)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lr_step=0", "optim.lr_step: must be at least 1"),
+        ("optim.batch_size=0", "optim.batch_size: must be at least 1"),
+        ("optim.lr=nan", "optim.lr: must be a positive number"),
+        ("data.val_fraction=1.5", "data.val_fraction: must be in"),
+    ],
+)
+def test_values_out_of_range_are_named(
+    tmp_path: Path, data: Path, override: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        train(tiny_config(tmp_path, data), [override])
+
+
+def test_cpu_sync_batchnorm_in_a_process_group_matches_batchnorm() -> None:
+    """One gloo process: the synchronised path equals BatchNorm2d, also for large means and
+    under bf16 autocast (statistics in float32)."""
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=f"file://{Path(tempfile.mkdtemp()) / 'group'}", rank=0, world_size=1
+    )
+    try:
+        torch.manual_seed(0)
+        x = torch.randn(6, 4, 3, 2, dtype=torch.float64).float() * 0.5 + 100.0
+        plain, synced = torch.nn.BatchNorm2d(4), CPUSyncBatchNorm(4)
+        synced.load_state_dict(plain.state_dict())
+        x_plain, x_synced = x.clone().requires_grad_(), x.clone().requires_grad_()
+        expected, got = plain(x_plain), synced(x_synced)
+        assert torch.allclose(got, expected, atol=1e-4)
+        (expected * torch.arange(4.0).view(1, 4, 1, 1)).sum().backward()
+        (got * torch.arange(4.0).view(1, 4, 1, 1)).sum().backward()
+        assert torch.allclose(x_synced.grad, x_plain.grad, atol=1e-3)
+        assert torch.allclose(synced.running_mean, plain.running_mean)
+        assert torch.allclose(synced.running_var, plain.running_var, rtol=1e-4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = synced(x.bfloat16())
+        assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_eval_on_val_of_a_carved_run_uses_the_held_out_images(tmp_path: Path) -> None:
+    from pedattr.engine.evaluation import evaluate_checkpoint
+
+    data = make_prepared_dataset(tmp_path, {"train": 40, "test": 8}, seed=3)
+    train(tiny_config(tmp_path, data, optim={"epochs": 1}, data={"val_fraction": 0.25}))
+    report = evaluate_checkpoint(tmp_path / "run" / "best.safetensors", data, split="val")
+    assert report["num_images"] == 10
+    trained = evaluate_checkpoint(tmp_path / "run" / "best.safetensors", data, split="train")
+    assert trained["num_images"] == 30

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import signal
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -144,9 +145,19 @@ class HorizontalFlip:
     probability: float = 0.5
 
     def __call__(self, image: Tensor, generator: torch.Generator | None) -> Tensor:
+        return self.with_boxes(image, None, generator)[0]
+
+    def with_boxes(
+        self, image: Tensor, boxes: np.ndarray | None, generator: torch.Generator | None
+    ) -> tuple[Tensor, np.ndarray | None]:
+        """The flip of ``image`` and of ``boxes`` (x0, y0, x1, y1 as fractions of the image),
+        from one draw: the same randomness as :meth:`__call__`."""
         if torch.rand((), generator=generator).item() < self.probability:
-            return image.flip(-1)
-        return image
+            if boxes is not None:
+                boxes = boxes.copy()
+                boxes[..., [0, 2]] = 1.0 - boxes[..., [2, 0]]
+            return image.flip(-1), boxes
+        return image, boxes
 
 
 @dataclass
@@ -165,12 +176,29 @@ class ImageTransform:
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE
     augmentations: list[Augmentation] = field(default_factory=list)
 
-    def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> Tensor:
+    def _resize(self, image: Image.Image) -> Tensor:
         pixels = TF.pil_to_tensor(image)  # uint8 [3, h, w], channels-last view: fast resize
-        pixels = TF.resize(pixels, list(self.input_size), antialias=True)
+        return TF.resize(pixels, list(self.input_size), antialias=True)
+
+    def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> Tensor:
+        pixels = self._resize(image)
         for augment in self.augmentations:
             pixels = augment(pixels, generator)
         return pixels
+
+    def with_boxes(
+        self, image: Image.Image, boxes: np.ndarray, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, np.ndarray]:
+        """As calling the transform, and ``boxes`` (fractions of the image) moved along.
+
+        Resizing keeps fractions; each augmentation must move them too (``with_boxes``).
+        """
+        pixels = self._resize(image)
+        for augment in self.augmentations:
+            if not hasattr(augment, "with_boxes"):
+                raise TypeError(f"{augment!r} cannot move part boxes (it has no with_boxes)")
+            pixels, boxes = augment.with_boxes(pixels, boxes, generator)
+        return pixels, boxes
 
 
 def build_transform(
@@ -203,7 +231,7 @@ class DecodeFailure:
 class AttributeDataset(Dataset):
     """The samples of one split of a prepared dataset.
 
-    Each item is ``(image, labels, index)``: image float32 [3, H, W] in [0, 1], or a
+    Each item is ``(image, labels, index)``: image uint8 [3, H, W] (RGB, 0..255), or a
     :class:`DecodeFailure` when the file cannot be read; labels float32 [M] with 0, 1 or 2
     (unknown, which the loss ignores); index the sample's row in the description.
 
@@ -216,6 +244,11 @@ class AttributeDataset(Dataset):
         seed: seeds the augmentations when the dataset is read in the main process (in a
             DataLoader worker they use the seed the loader gives that worker); None uses
             torch's global generator.
+        part_regions: per-image body parts for the rigid-parts model, as read by
+            :func:`pedattr.models.part_regions.read_part_file`. When given, each item has a
+            fourth element: head, torso and legs boxes as fractions of the image, float32
+            [3, 4], flipped with the image (images the file does not list get the default
+            proportions).
     """
 
     def __init__(
@@ -227,6 +260,7 @@ class AttributeDataset(Dataset):
         train: bool = False,
         flip_prob: float = 0.5,
         seed: int | None = None,
+        part_regions: Mapping[str, dict] | None = None,
     ) -> None:
         if not isinstance(description, DatasetDescription):
             description = DatasetDescription.load(description)
@@ -239,6 +273,7 @@ class AttributeDataset(Dataset):
         self.train = train
         self.transform = build_transform(self.input_size, train=train, flip_prob=flip_prob)
         self.seed = seed
+        self.part_regions = part_regions
         self._generator: torch.Generator | None = None
         self._generator_owner: tuple[int, int | None] | None = None
 
@@ -273,7 +308,7 @@ class AttributeDataset(Dataset):
             self._generator_owner = owner
         return self._generator
 
-    def __getitem__(self, key: int | SeededKey) -> tuple[Tensor | DecodeFailure, Tensor, int]:
+    def __getitem__(self, key: int | SeededKey) -> tuple:
         """The sample at a position, or at ``(position, seed)`` with its augmentations seeded.
 
         :class:`pedattr.data.sampler.SeededBatchSampler` gives keys of the second kind, so that
@@ -283,17 +318,33 @@ class AttributeDataset(Dataset):
         position, item_seed = key if isinstance(key, tuple) else (key, None)
         path = self.paths[position]
         index = int(self.indices[position])
+        labels = self.labels[position]
         try:
             image = load_rgb(path)
         except Exception as err:  # any per-file failure is counted, not fatal; see FailureTracker
             reason = f"{type(err).__name__}: {err}"
-            return DecodeFailure(path, reason, (3, *self.input_size)), self.labels[position], index
+            failure = DecodeFailure(path, reason, (3, *self.input_size))
+            # Dropped by the collate function; the item keeps the length of the others.
+            return (failure, labels, index) + (() if self.part_regions is None else (None,))
         generator = None
         if self.transform.augmentations:
             generator = (
                 self._rng() if item_seed is None else torch.Generator().manual_seed(item_seed)
             )
-        return self.transform(image, generator), self.labels[position], index
+        if self.part_regions is None:
+            return self.transform(image, generator), labels, index
+        pixels, boxes = self.transform.with_boxes(
+            image, self._part_fractions(index, image), generator
+        )
+        return pixels, labels, index, torch.from_numpy(np.ascontiguousarray(boxes))
+
+    def _part_fractions(self, index: int, image: Image.Image) -> np.ndarray:
+        """The image's head, torso and legs boxes as fractions of it, [3, 4]."""
+        # Imported here: only the rigid-parts model reads part regions.
+        from pedattr.models.part_regions import entry_to_fractions
+
+        entry = self.part_regions.get(self.description.image_names[index])
+        return entry_to_fractions(entry, (image.height, image.width))
 
 
 # --- batches ----------------------------------------------------------------------------------
@@ -308,27 +359,34 @@ class Batch(NamedTuple):
         labels: float32 [B, M].
         indices: int64 [B], the samples' rows in the description.
         failed: (path, reason) of each sample of this batch that could not be read.
+        part_boxes: float32 [B, 3, 4] head, torso and legs boxes as fractions of each image,
+            when the dataset reads part regions; None otherwise.
     """
 
     images: Tensor
     labels: Tensor
     indices: Tensor
     failed: tuple[tuple[str, str], ...]
+    part_boxes: Tensor | None = None
 
 
-def collate_skip_failed(samples: Sequence[tuple[Tensor | DecodeFailure, Tensor, int]]) -> Batch:
+def collate_skip_failed(samples: Sequence[tuple]) -> Batch:
     """Collate ``AttributeDataset`` items into a :class:`Batch`, leaving the failed ones out."""
     good = [s for s in samples if not isinstance(s[0], DecodeFailure)]
     failed = tuple((s[0].path, s[0].reason) for s in samples if isinstance(s[0], DecodeFailure))
+    with_parts = len(samples[0]) > 3
+    part_boxes = torch.empty((0, 3, 4)) if with_parts else None
     if good:
         # default_collate writes into shared memory inside a worker: no copy on the way back.
         images = default_collate([s[0] for s in good])
         labels = default_collate([s[1] for s in good])
+        if with_parts:
+            part_boxes = default_collate([s[3] for s in good])
     else:
         images = torch.empty((0, *samples[0][0].shape), dtype=torch.uint8)
         labels = torch.empty((0, *samples[0][1].shape))
     indices = torch.tensor([s[2] for s in good], dtype=torch.int64)
-    return Batch(images, labels, indices, failed)
+    return Batch(images, labels, indices, failed, part_boxes)
 
 
 class TooManyFailedImages(ValueError):
@@ -414,6 +472,15 @@ def tracked_batches(
             yield batch.images, batch.labels
 
 
+def _ignore_interrupts(worker_id: int) -> None:  # noqa: ARG001
+    """DataLoader workers leave Ctrl-C to the main process, which stops between steps.
+
+    Forked workers inherit the main process's handler, but spawned ones (macOS, and Linux's
+    default from Python 3.14) would die on it and break the batch being loaded.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def build_loader(
     description: DatasetDescription | str | os.PathLike,
     split: str,
@@ -427,6 +494,7 @@ def build_loader(
     pin_memory: bool | None = None,
     rank: int = 0,
     world_size: int = 1,
+    part_regions: Mapping[str, dict] | None = None,
 ) -> DataLoader:
     """A DataLoader of :class:`Batch` for one split, or for one rank's share of it.
 
@@ -450,14 +518,23 @@ def build_loader(
             available.
         rank: this process's rank (distributed runs).
         world_size: number of processes.
+        part_regions: per-image body parts; batches then carry ``part_boxes``
+            (:class:`AttributeDataset`).
     """
     dataset = AttributeDataset(
-        description, split, input_size=input_size, train=train, flip_prob=flip_prob, seed=seed
+        description,
+        split,
+        input_size=input_size,
+        train=train,
+        flip_prob=flip_prob,
+        seed=seed,
+        part_regions=part_regions,
     )
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     common = dict(
         num_workers=workers,
+        worker_init_fn=_ignore_interrupts if workers > 0 else None,
         persistent_workers=workers > 0,
         pin_memory=pin_memory,
         collate_fn=collate_skip_failed,

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from pedattr.data.annotations import UNKNOWN
-from pedattr.data.description import DatasetDescription, carve_validation
+from pedattr.data.description import DatasetDescription
 from pedattr.engine.checkpoint import (
     json_safe,
     load_checkpoint,
@@ -39,6 +39,7 @@ from pedattr.engine.evaluation import (
     check_attributes,
     load_description,
     predict_split,
+    with_training_split,
 )
 from pedattr.metrics import _validate
 
@@ -209,24 +210,6 @@ def _uncalibrated_reasons(result: CalibrationResult, names: list[str]) -> dict[s
     return reasons
 
 
-def _validation_of_run(
-    description: DatasetDescription, run: dict | None, checkpoint: str | os.PathLike
-) -> DatasetDescription:
-    """The validation images ``pedattr train`` held out, for datasets without a val split.
-
-    A checkpoint written by a training run records its configuration; the held-out subset is
-    a function of ``data.val_fraction`` and ``data.val_seed``, so it is drawn again here.
-    """
-    data = (run or {}).get("data") or {}
-    if data.get("train_split") != "train" or "val_fraction" not in data:
-        raise ValueError(
-            f"{description.root} has no validation split and {checkpoint} does not record one "
-            "held out by `pedattr train`; give --split explicitly"
-        )
-    carved, _ = carve_validation(description, data["val_fraction"], data["val_seed"])
-    return carved
-
-
 def calibrate_checkpoint(
     checkpoint: str | os.PathLike,
     data: DatasetDescription | str | os.PathLike,
@@ -284,8 +267,7 @@ def calibrate_checkpoint(
         model_source=str(checkpoint),
         data_source=str(description.root),
     )
-    if split == "val" and "val" not in set(description.splits.tolist()):
-        description = _validation_of_run(description, stored.extra.get("run"), checkpoint)
+    description = with_training_split(description, split, stored.extra.get("run"), checkpoint)
     predictions = predict_split(
         model, description, split, batch_size=batch_size, workers=workers, device=device
     )

@@ -12,6 +12,7 @@ Command-line overrides are ``section.key=value`` with YAML values, e.g. ``optim.
 
 from __future__ import annotations
 
+import math
 import os
 import types
 import typing
@@ -42,6 +43,11 @@ class ModelSection:
     padding_mode: Literal["border", "zeros"] = "border"
     align_corners: bool = True
     fusion: Literal["max", "mean"] = "max"
+    #: The variants of the paper's Tables 1 and 2 (README, "Experiments").
+    levels: Literal["all", "top"] = "all"
+    top_down: Literal["concat", "add", "none"] = "concat"
+    channel_attention: bool = True
+    head: Literal["alm", "gap", "attention", "parts"] = "alm"
 
 
 @dataclass
@@ -59,6 +65,9 @@ class DataSection:
     workers: int = 2
     #: The run stops once more than this fraction of images cannot be read.
     max_failed_fraction: float = 0.01
+    #: Rigid-parts head only: a JSON file of per-image keypoints or part boxes
+    #: (:func:`pedattr.models.part_regions.read_part_file`); null uses fixed proportions.
+    part_regions: str | None = None
 
 
 @dataclass
@@ -79,6 +88,9 @@ class OptimSection:
 @dataclass
 class LossSection:
     weighting: Literal["authors", "paper", "deepmar", "none"] = "authors"
+    #: Supervise every branch (paper Sec. 3.3, the default); false supervises only the fused
+    #: logits, as Table 1's rows before "Deep Supervision".
+    deep_supervision: bool = True
 
 
 @dataclass
@@ -267,6 +279,38 @@ def read_config_file(
     if stages is not None and not isinstance(stages, list):
         raise ConfigError(f"{path}: stages must be a list")
     return config, list(stages or [])
+
+
+def _require(ok: bool, key: str, rule: str, value: Any, source: str) -> None:
+    if not ok:
+        raise ConfigError(f"{source}: {key}: must be {rule}, got {value!r}")
+
+
+def check_values(config: TrainConfig, source: str) -> None:
+    """Ranges the types cannot express; raises ConfigError naming the key."""
+    optim, data, run, model = config.optim, config.data, config.run, config.model
+    positive_float = math.isfinite(optim.lr) and optim.lr > 0
+    _require(positive_float, "optim.lr", "a positive number", optim.lr, source)
+    decay = optim.weight_decay
+    _require(math.isfinite(decay) and decay >= 0, "optim.weight_decay", ">= 0", decay, source)
+    _require(all(0 <= b < 1 for b in optim.betas), "optim.betas", "in [0, 1)", optim.betas, source)
+    for key in ("batch_size", "epochs", "lr_step"):
+        value = getattr(optim, key)
+        _require(value >= 1, f"optim.{key}", "at least 1", value, source)
+    _require(optim.lr_gamma > 0, "optim.lr_gamma", "positive", optim.lr_gamma, source)
+    fraction = data.val_fraction
+    _require(0 < fraction < 1, "data.val_fraction", "in (0, 1)", fraction, source)
+    _require(data.workers >= 0, "data.workers", ">= 0", data.workers, source)
+    failed = data.max_failed_fraction
+    _require(0 <= failed <= 1, "data.max_failed_fraction", "in [0, 1]", failed, source)
+    every = run.checkpoint_every
+    _require(every >= 0, "run.checkpoint_every", ">= 0", every, source)
+    _require(
+        run.eval_batch_size >= 1, "run.eval_batch_size", "at least 1", run.eval_batch_size, source
+    )
+    size = model.input_size
+    _require(min(size) >= 1, "model.input_size", "positive", list(size), source)
+    _require(model.pyramid_dim >= 1, "model.pyramid_dim", "at least 1", model.pyramid_dim, source)
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -34,25 +34,18 @@ from pedattr.data.description import DatasetDescription
 from pedattr.data.synthetic import LOCATION_VARYING_ATTRIBUTES as LOCATION_VARYING
 from pedattr.data.synthetic import write_synthetic_dataset
 from pedattr.engine.checkpoint import json_safe
-from pedattr.engine.config import TrainConfig, apply_mapping, apply_overrides
+from pedattr.engine.config import (
+    ConfigError,
+    TrainConfig,
+    apply_mapping,
+    apply_overrides,
+    check_values,
+)
+from pedattr.engine.demo_settings import DEMO_SETTINGS, DEMO_SPLITS
 from pedattr.engine.distributed import DistributedContext, resolve_device
 from pedattr.engine.evaluation import evaluate_checkpoint, format_localization
 from pedattr.engine.training import Trainer
 
-#: The demo's training settings; any of them can be overridden as ``section.key=value``.
-DEMO_SETTINGS: dict = {
-    "model": {
-        "arch": "alm",
-        "backbone": "torchvision:mobilenet_v2",
-        "input_size": [128, 64],
-        "pyramid_dim": 128,
-    },
-    "data": {"workers": 2},
-    "optim": {"lr": 1.0e-3, "batch_size": 32, "epochs": 6, "lr_step": 4},
-    "run": {"device": "auto", "tensorboard": False},
-}
-#: Images generated per split.
-DEMO_SPLITS = {"train": 4000, "val": 500, "test": 1000}
 #: Test images shown in the box grid.
 GRID_IMAGES = 6
 MOBILENET_WEIGHTS = "mobilenet_v2-b0353104.pth"
@@ -84,6 +77,11 @@ def demo_config(
     config.run.seed = seed
     config.model.pretrained = None if pretrained is None else str(pretrained)
     apply_overrides(config, list(overrides))
+    check_values(config, "demo settings")
+    if config.run.out != str(out_dir / "run"):
+        raise ConfigError("the demo writes its run to OUT/run; choose the folder with --out")
+    if config.model.arch != "alm":
+        raise ConfigError("the demo scores ALM's boxes: model.arch must stay alm")
     return config
 
 

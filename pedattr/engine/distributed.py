@@ -16,7 +16,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import Tensor, nn
 
 
@@ -66,6 +65,13 @@ def init_distributed(device_name: str = "auto") -> DistributedContext:
     """Join the process group torchrun describes, or run alone when it describes none."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if world_size > 1 and device_name.startswith("cuda"):
+        if device_name != "cuda":
+            raise ValueError(
+                f"run.device={device_name!r}: under torchrun each process takes its own GPU "
+                "(cuda:LOCAL_RANK); use run.device=cuda or auto"
+            )
+        device_name = f"cuda:{local_rank}"
     device = resolve_device(device_name, local_rank)
     if world_size == 1:
         return DistributedContext(device=device)
@@ -104,32 +110,52 @@ def barrier(context: DistributedContext) -> None:
         dist.barrier()
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes whose backward sums the gradients over processes too."""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:  # noqa: ARG004
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # noqa: ARG004
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
 class CPUSyncBatchNorm(nn.BatchNorm2d):
     """Batch norm over the global batch of all processes, for CPU (gloo) runs.
 
-    Each process sums its per-channel count, sum and sum of squares; one differentiable
-    all-reduce gives the global mean and variance, and autograd through it gives every process
-    the gradient of the global batch's normalisation. Outside distributed training it is a
-    plain BatchNorm2d.
+    Each process sums its per-channel count and sum, then its squared deviations from the
+    global mean; differentiable all-reduces give the global mean and variance, and autograd
+    through them gives every process the gradient of the global batch's normalisation.
+    Statistics are computed in float32 (also under bf16 autocast). Outside distributed training
+    it is a plain BatchNorm2d.
     """
 
     def forward(self, input: Tensor) -> Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized()):
             return super().forward(input)
-        channels = input.shape[1]
-        count = torch.full((1,), input.numel() / channels, dtype=input.dtype)
-        local = torch.cat([count, input.sum(dim=(0, 2, 3)), input.square().sum(dim=(0, 2, 3))])
-        total = dist_fn.all_reduce(local)  # differentiable: backward all-reduces the gradients
-        n, sums, squares = total[0], total[1 : 1 + channels], total[1 + channels :]
-        mean = sums / n
-        var = (squares / n - mean.square()).clamp(min=0)
+        x = input.float()  # statistics in float32, also under bf16 autocast
+        channels = x.shape[1]
+        shape = (1, channels, 1, 1)
+        # Two passes, as BatchNorm2d computes them: the global mean, then the global mean of
+        # squared deviations from it (one pass, E[x^2] - E[x]^2, loses digits when a channel's
+        # mean is large against its spread).
+        count = x.new_full((1,), x.numel() / channels)
+        first = _AllReduceSum.apply(torch.cat([count, x.sum(dim=(0, 2, 3))]))
+        n, mean = first[0], first[1:] / first[0]
+        centred = x - mean.view(shape)
+        var = _AllReduceSum.apply(centred.square().sum(dim=(0, 2, 3))) / n
         if self.track_running_stats:
             self._update_running_stats(mean.detach(), var.detach() * n / (n - 1).clamp(min=1))
-        shape = (1, channels, 1, 1)
-        output = (input - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        output = centred * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             output = output * self.weight.view(shape) + self.bias.view(shape)
-        return output
+        return output.to(input.dtype)
 
     @torch.no_grad()
     def _update_running_stats(self, mean: Tensor, unbiased_var: Tensor) -> None:

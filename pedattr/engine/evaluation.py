@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,8 @@ from torch import nn
 from tqdm import tqdm
 
 from pedattr.data.dataset import Batch, FailureTracker, build_loader
-from pedattr.data.description import DatasetDescription
-from pedattr.engine.checkpoint import json_safe, load_model
+from pedattr.data.description import DatasetDescription, carve_validation
+from pedattr.engine.checkpoint import json_safe, load_checkpoint, load_model
 from pedattr.localization import (
     boxes_to_pixels,
     level_names,
@@ -222,8 +222,11 @@ def _predict_batch(
     model: nn.Module, batch: Batch, device: torch.device, autocast_dtype: torch.dtype | None
 ) -> Predictions:
     images = batch.images.to(device, non_blocking=True)
+    inputs = {}
+    if batch.part_boxes is not None:  # per-image body parts for a rigid-parts model
+        inputs["part_boxes"] = batch.part_boxes.to(device, non_blocking=True)
     with _autocast(device, autocast_dtype):
-        output = model(images)
+        output = model(images, **inputs)
     # Sigmoid in float32: in half precision, probabilities near 1 round to exactly 1.0.
     probs = torch.sigmoid(output.logits.float())
     boxes = winners = None
@@ -271,11 +274,14 @@ def predict_split(
     workers: int = 0,
     device: torch.device | str = "cpu",
     tracker: FailureTracker | None = None,
+    part_regions: Mapping[str, dict] | None = None,
 ) -> Predictions:
     """Predictions of ``model`` over one split of a prepared dataset, at the model's input size.
 
     The model is moved to ``device``. Unreadable images are skipped and counted by ``tracker``
-    (a default :class:`FailureTracker` when None: at most 1 % may fail).
+    (a default :class:`FailureTracker` when None: at most 1 % may fail). ``part_regions``
+    (:func:`pedattr.models.part_regions.read_part_file`) places a rigid-parts model's parts per
+    image.
     """
     device = torch.device(device)
     model.to(device)
@@ -287,6 +293,7 @@ def predict_split(
         workers=workers,
         input_size=tuple(_unwrap(model).config.input_size),
         pin_memory=device.type == "cuda",
+        part_regions=part_regions,
     )
     tracker = tracker if tracker is not None else FailureTracker()
     return predict_loader(model, loader, device=device, tracker=tracker, description=split)
@@ -308,6 +315,33 @@ def resolve_thresholds(model: nn.Module, checkpoint: str | os.PathLike, mode: st
     return [float(t) for t in stored]
 
 
+def with_training_split(
+    description: DatasetDescription,
+    split: str,
+    run: dict | None,
+    checkpoint: str | os.PathLike,
+) -> DatasetDescription:
+    """``description`` with the validation images ``pedattr train`` held out, when needed.
+
+    A dataset without a validation split (RAP v1) gets one carved from its training split by
+    ``pedattr train``; a checkpoint the run wrote records ``data.val_fraction`` and
+    ``data.val_seed``, so the same images are drawn again here, and "train" then means the
+    images the run trained on. Other datasets and splits are returned unchanged.
+    """
+    if split not in ("train", "val") or "val" in set(description.splits.tolist()):
+        return description
+    data = (run or {}).get("data") or {}
+    if data.get("train_split") != "train" or "val_fraction" not in data:
+        if split == "train":
+            return description
+        raise ValueError(
+            f"{description.root} has no validation split and {checkpoint} does not record one "
+            "held out by `pedattr train`; give --split explicitly"
+        )
+    carved, _ = carve_validation(description, data["val_fraction"], data["val_seed"])
+    return carved
+
+
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike,
     data: DatasetDescription | str | os.PathLike,
@@ -318,6 +352,7 @@ def evaluate_checkpoint(
     workers: int = 0,
     device: torch.device | str = "cpu",
     localization: bool = False,
+    part_regions: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of a prepared dataset with the paper's metrics.
 
@@ -331,7 +366,10 @@ def evaluate_checkpoint(
         workers: DataLoader worker processes (0 decodes in this process).
         device: where the model runs.
         localization: also score the learned boxes against the dataset's ground-truth boxes
-            (:func:`localization_report`); needs an ALM model and a dataset with boxes.
+            (:func:`localization_report`); needs a model with boxes (ALM, attention masks,
+            rigid parts) and a dataset with boxes.
+        part_regions: rigid-parts models: a file of per-image keypoints or part boxes
+            (:func:`pedattr.models.part_regions.read_part_file`); None uses fixed proportions.
 
     Returns:
         A JSON-safe report (NaN stored as None): ``checkpoint``, ``data``, ``split``,
@@ -349,7 +387,8 @@ def evaluate_checkpoint(
     """
     model = load_model(checkpoint, device=device)
     chosen = resolve_thresholds(model, checkpoint, thresholds)  # before minutes of prediction
-    description = load_description(data)
+    run = load_checkpoint(checkpoint).extra.get("run")
+    description = with_training_split(load_description(data), split, run, checkpoint)
     check_attributes(
         model.attribute_names,
         description.attribute_names,
@@ -367,6 +406,7 @@ def evaluate_checkpoint(
         workers=workers,
         device=device,
         tracker=tracker,
+        part_regions=read_part_regions(part_regions, model.config),
     )
     metrics = compute_metrics(predictions.labels, predictions.probs, chosen)
     names = list(model.attribute_names)
@@ -390,6 +430,21 @@ def evaluate_checkpoint(
     )
 
 
+def read_part_regions(path: str | os.PathLike | None, config: Any) -> dict[str, dict] | None:
+    """The part-regions file of a rigid-parts model (None: none given).
+
+    Raises:
+        ValueError: a file was given for a model without the rigid-parts head.
+    """
+    if path is None:
+        return None
+    if config.arch != "alm" or config.head != "parts":
+        raise ValueError(f"{path}: part regions are for the rigid-parts head (model.head=parts)")
+    from pedattr.models.part_regions import read_part_file
+
+    return read_part_file(path)
+
+
 def _check_localizable(
     model: nn.Module, description: DatasetDescription, checkpoint: str | os.PathLike
 ) -> None:
@@ -398,18 +453,22 @@ def _check_localizable(
             f"{description.root}: the dataset has no ground-truth boxes (boxes.json), so the "
             "learned boxes cannot be scored"
         )
-    if model.config.arch != "alm":
-        raise ValueError(f"{checkpoint}: a {model.config.arch} model predicts no boxes")
+    if not model.config.has_boxes:
+        kind = model.config.arch if model.config.arch != "alm" else f"{model.config.head}-head"
+        raise ValueError(f"{checkpoint}: a {kind} model predicts no boxes")
 
 
 def image_sizes(description: DatasetDescription, indices: np.ndarray) -> np.ndarray:
-    """(height, width) of each sample's image file, [N, 2], read from the file headers."""
+    """(height, width) of each sample's image, upright, [N, 2], read from the file headers."""
     from PIL import Image
 
     sizes = []
     for index in indices:
         with Image.open(description.image_path(int(index))) as image:
             width, height = image.size
+            # EXIF orientations 5-8 turn the image by 90 degrees, as the pipeline shows it.
+            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+                width, height = height, width
         sizes.append((height, width))
     return np.array(sizes, dtype=np.float64).reshape(-1, 2)
 

@@ -17,19 +17,27 @@ def train_step(
     *,
     autocast_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    deep_supervision: bool = True,
+    part_boxes: Tensor | None = None,
 ) -> Tensor:
     """One optimisation step with deep supervision; returns the (detached) loss.
 
     Every branch of the model is supervised by the same labels and the branch losses are
-    summed (paper Sec. 3.3). With ``autocast_dtype`` the forward runs in mixed precision while
-    the loss is computed in float32; ``scaler`` (fp16) scales the loss against underflow.
+    summed (paper Sec. 3.3). With ``deep_supervision=False`` only the fused logits are
+    supervised (Table 1's rows before deep supervision). With ``autocast_dtype`` the forward
+    runs in mixed precision while the loss is computed in float32; ``scaler`` (fp16) scales the
+    loss against underflow. ``part_boxes`` go to a rigid-parts model (per-image body parts).
     """
+    inputs = {} if part_boxes is None else {"part_boxes": part_boxes}
     with torch.autocast(
         images.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
     ):
-        output = model(images)
-    branch_logits = [logits.float() for logits in output.branch_logits]
-    loss = deep_supervision_loss(branch_logits, labels, criterion)
+        output = model(images, **inputs)
+    if deep_supervision:
+        branch_logits = [logits.float() for logits in output.branch_logits]
+        loss = deep_supervision_loss(branch_logits, labels, criterion)
+    else:
+        loss = criterion(output.logits.float(), labels)
     optimizer.zero_grad(set_to_none=True)
     if scaler is None:
         loss.backward()

@@ -42,7 +42,7 @@ import torch
 import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm import tqdm
 
 from pedattr._io import atomic_write, atomic_write_text
@@ -59,6 +59,7 @@ from pedattr.engine.config import (
     Stage,
     TrainConfig,
     apply_overrides,
+    check_values,
     expand_stages,
     read_config_file,
 )
@@ -77,6 +78,7 @@ from pedattr.engine.evaluation import (
     check_attributes,
     load_description,
     predict_loader,
+    read_part_regions,
 )
 from pedattr.engine.loss import WeightedBCELoss
 from pedattr.engine.trainer import train_step
@@ -185,10 +187,6 @@ def initialize_from_checkpoint(model: AttributeModel, path: str | Path) -> list[
         )
     model.load_state_dict(copied, strict=False)
     return sorted(copied)
-
-
-def unwrap(model: nn.Module) -> AttributeModel:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
 # --- resumable state ----------------------------------------------------------------------------
@@ -337,19 +335,30 @@ def metric_summary(metrics: dict, attribute_names: list[str]) -> dict:
     return summary
 
 
+#: A second signal within this many seconds of the first is the same request, delivered twice
+#: (a terminal's Ctrl-C reaches every process and torchrun forwards it again).
+REPEAT_SIGNAL_SECONDS = 2.0
+
+
 @contextmanager
 def deferred_interrupts() -> Iterator[list[int]]:
     """Catch Ctrl-C and SIGTERM so that the run stops between steps, not inside one.
 
     The first signal is recorded in the yielded list, which the training loop checks after
-    every step; a second one interrupts at once (the state saved last stays on disk).
+    every step; a repeat within :data:`REPEAT_SIGNAL_SECONDS` is ignored, a later one
+    interrupts at once (the state saved last stays on disk).
     """
     requested: list[int] = []
+    first_at: list[float] = []
 
     def handler(signum, frame):  # noqa: ARG001
-        if requested:
+        now = time.monotonic()
+        if not requested:
+            requested.append(signum)
+            first_at.append(now)
+            tqdm.write("stopping after this step and saving the state (signal again to quit now)")
+        elif now - first_at[0] > REPEAT_SIGNAL_SECONDS:
             raise KeyboardInterrupt
-        requested.append(signum)
 
     signals = (signal.SIGINT, signal.SIGTERM)
     try:
@@ -381,6 +390,12 @@ class Trainer:
             require_description(config.data.root)
         )
         self.attribute_names = self.description.attribute_names
+        try:
+            self.part_regions = read_part_regions(
+                config.data.part_regions, model_config(config, self.attribute_names)
+            )
+        except (OSError, ValueError) as err:
+            raise TrainingError(f"data.part_regions: {err}") from err
         self._check_run_folder(carved)
         self.model = self._build_model()
         self.autocast_dtype = self._autocast_dtype()
@@ -410,6 +425,8 @@ class Trainer:
             seed=config.run.seed,
             rank=context.rank,
             world_size=context.world_size,
+            part_regions=self.part_regions,
+            pin_memory=context.device.type == "cuda",
         )
         self.tracker = FailureTracker(config.data.max_failed_fraction)
 
@@ -456,6 +473,11 @@ class Trainer:
         if config.run.init_from and not self.resume:
             copied = initialize_from_checkpoint(model, config.run.init_from)
             self._say(f"initialised {len(copied)} tensors from {config.run.init_from}")
+        elif config.model.pretrained is None and not self.resume:
+            self._say(
+                f"note: model.pretrained is not set, so the {config.model.backbone} backbone "
+                "starts from random weights (the paper starts from ImageNet weights)"
+            )
         if config.run.sync_bn:
             model = convert_sync_batchnorm(model, context)
         model = model.to(context.device)
@@ -525,11 +547,13 @@ class Trainer:
             if not len(batch.images):
                 if self.context.distributed:
                     raise TrainingError("a batch had no readable image on one process")
+                progress.step += 1  # still a batch of the epoch: resume must skip it too
                 continue
             images = batch.images.to(device, non_blocking=True)
             if config.run.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             labels = batch.labels.to(device, non_blocking=True)
+            part_boxes = None if batch.part_boxes is None else batch.part_boxes.to(device)
             loss = train_step(
                 self.network,
                 images,
@@ -538,13 +562,16 @@ class Trainer:
                 self.criterion,
                 autocast_dtype=self.autocast_dtype,
                 scaler=self.scaler,
+                deep_supervision=config.loss.deep_supervision,
+                part_boxes=part_boxes,
             )
             value, stop = self._agree(loss.cpu())
             if not math.isfinite(value):
                 raise TrainingDiverged(
                     f"the loss became {value} at epoch {epoch + 1}, step {progress.step + 1}; "
                     f"training stopped. The last good state ({self.paths.state}) and "
-                    f"checkpoints are intact; lower optim.lr or turn off run.amp and resume."
+                    f"checkpoints are intact: lower optim.lr or set run.amp=none in "
+                    f"{self.paths.config}, then `pedattr train --resume {self.paths.root}`."
                 )
             progress.step += 1
             progress.global_step += 1
@@ -557,6 +584,7 @@ class Trainer:
             if stop or (every and progress.global_step % every == 0):
                 self._save_state()
             if stop:
+                barrier(self.context)  # nobody leaves before the main process has saved
                 raise KeyboardInterrupt
         self.tracker.finish()
         elapsed = time.perf_counter() - started
@@ -580,6 +608,8 @@ class Trainer:
             input_size=self.config.model.input_size,
             rank=self.context.rank,
             world_size=self.context.world_size,
+            pin_memory=self.context.device.type == "cuda",
+            part_regions=self.part_regions,
         )
         shard = predict_loader(
             self.model,
@@ -704,7 +734,11 @@ RECIPE_FILE = "recipe.yaml"
 
 
 def plan_run(config: TrainConfig, stages: list, source: str) -> list[Stage]:
-    """The stages of a new run; a recipe's definition is kept in ``<run.out>/recipe.yaml``."""
+    """The stages of a new run; a recipe's definition is kept in ``<run.out>/recipe.yaml``.
+
+    Paths are made absolute first, so that ``--resume`` works from any working directory.
+    """
+    _absolute_paths(config, stage_names={s.get("name") for s in stages if isinstance(s, dict)})
     planned = expand_stages(config, stages, source)
     root = Path(config.run.out)
     # Only the main process checks and writes: the others would see its file as a rival run.
@@ -721,17 +755,34 @@ def plan_run(config: TrainConfig, stages: list, source: str) -> list[Stage]:
     return planned
 
 
+def _absolute_paths(config: TrainConfig, stage_names: set) -> None:
+    """Resolve the configuration's paths against the current directory."""
+    config.run.out = str(Path(config.run.out).resolve())
+    if config.data.root is not None:
+        config.data.root = str(Path(config.data.root).resolve())
+    if config.model.pretrained is not None:
+        config.model.pretrained = str(Path(config.model.pretrained).resolve())
+    if config.run.init_from is not None and config.run.init_from not in stage_names:
+        config.run.init_from = str(Path(config.run.init_from).resolve())
+
+
 def plan_resume(run_dir: str | Path) -> list[Stage]:
-    """The stages of an interrupted run, read back from its folder."""
-    root = Path(run_dir)
+    """The stages of an interrupted run, read back from its folder.
+
+    The folder given is where the run continues, wherever its configuration says it was
+    started (a run folder may have been moved).
+    """
+    root = Path(run_dir).resolve()
     recipe = root / RECIPE_FILE
     if recipe.is_file():
         config, stages = read_config_file(recipe)
+        config.run.out = str(root)
         return expand_stages(config, stages, str(recipe))
     path = root / "config.yaml"
     if not path.is_file():
         raise TrainingError(f"{root}: not a pedattr run folder (no config.yaml or {RECIPE_FILE})")
     config, _ = read_config_file(path)
+    config.run.out = str(root)
     return [Stage("", config)]
 
 
@@ -749,7 +800,10 @@ def run_stages(
             continue
         if stage.name and context.is_main:
             tqdm.write(f"stage {stage.name}: {paths.root}")
-        trainer = Trainer(stage.config, context, resume=resume and paths.state.is_file())
+        # Resuming, only a recipe stage that never started begins afresh; any other run
+        # without its state is an error (Trainer says so), never a silent new start.
+        never_started = bool(stage.name) and not paths.config.exists()
+        trainer = Trainer(stage.config, context, resume=resume and not never_started)
         reports.append(trainer.fit())
     return reports
 
@@ -776,6 +830,7 @@ def train(
             raise TrainingError("give --config FILE (see configs/) or --resume RUN_DIR")
         base, raw_stages = read_config_file(config)
         apply_overrides(base, list(overrides))
+        check_values(base, str(config))
         stages = plan_run(base, raw_stages, str(config))
     context = init_distributed(stages[0].config.run.device)
     try:

@@ -102,8 +102,9 @@ class ExportModule(nn.Module):
 
 
 def output_names(model: AttributeModel) -> tuple[str, ...]:
-    """Names of the exported outputs: probabilities, plus boxes and branch outputs for ALM."""
-    if model.config.arch == "alm":
+    """Names of the exported outputs: probabilities, plus boxes and branch outputs for models
+    with boxes (ALM)."""
+    if model.config.has_boxes:
         return ("probabilities", "boxes", "branch_probabilities")
     return ("probabilities",)
 

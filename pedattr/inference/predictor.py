@@ -341,7 +341,7 @@ class Predictor:
     """Batched attribute prediction with boxes for paths, Pillow images, arrays and tensors.
 
     Example:
-        >>> predictor = Predictor.from_checkpoint("runs/demo/model.safetensors")
+        >>> predictor = Predictor.from_checkpoint("runs/demo/run/best.safetensors")
         >>> [p] = predictor.predict("person.jpg")
         >>> p.attributes, p.probabilities["Hat"], p.boxes["Hat"]["4d"]
 
@@ -385,8 +385,9 @@ class Predictor:
         self.workers = workers if workers is not None else min(4, os.cpu_count() or 1)
         self.input_size: tuple[int, int] = tuple(model.config.input_size)
         self.transform = build_transform(self.input_size, train=False)
-        has_boxes = hasattr(model, "alms")
-        self.level_names = level_names(model.config) if has_boxes else ()
+        # Branch names: the pyramid levels (none for the baseline), then the global branch.
+        self.level_names = level_names(model.config)
+        has_boxes = model.config.has_boxes
         self._level_sizes = level_sizes(model, self.input_size) if has_boxes else []
 
     @classmethod

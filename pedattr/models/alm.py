@@ -72,6 +72,17 @@ def unnormalize_coords(coords: Tensor, size: int, align_corners: bool) -> Tensor
     return ((coords + 1) * size - 1) / 2
 
 
+def normalize_coords(pixels: Tensor, size: int, align_corners: bool) -> Tensor:
+    """The inverse of :func:`unnormalize_coords`: fractional pixel (cell) indices to [-1, 1].
+
+    Other heads use it to state their regions in eq. 3's (s, t) form. With ``align_corners`` and
+    a single cell every coordinate samples that cell; the map without it is used there.
+    """
+    if align_corners and size > 1:
+        return pixels * 2 / (size - 1) - 1
+    return (pixels * 2 + 1) / size - 1
+
+
 def sampling_marginal(
     scale: Tensor, shift: Tensor, size: int, *, align_corners: bool, padding_mode: str
 ) -> Tensor:
@@ -143,7 +154,7 @@ def _contract(part: ResizedMap, k_y: Tensor, k_x: Tensor) -> Tensor:
     return torch.bmm(features, k_yx.transpose(1, 2)).transpose(1, 2)
 
 
-def _part_mean(part: ResizedMap) -> Tensor:
+def part_mean(part: ResizedMap) -> Tensor:
     """GAP of one resized map, [B, C_part], without materialising the resize."""
     features = _flatten_last_two(part.features)  # [B, C, h*w]
     # Python ints (ResizedMap.size): an exported graph gets constants, not shape arithmetic.
@@ -174,7 +185,8 @@ class AttributeLocalization(nn.Module):
 
     Parameters are stacked per attribute so that attribute m's slice holds exactly the weights of
     the authors' m-th module (SE convs ``conv1``/``conv2``, ``stn`` Linear(C, 4), ``fc``
-    Linear(C, 1)). Per module: C^2/8 + 6C + C/16 + 5 parameters.
+    Linear(C, 1)). Per module: C^2/8 + 6C + C/16 + 5 parameters; 5C + 5 without channel
+    attention.
 
     Args:
         channels: C, channels of the level's features.
@@ -183,6 +195,8 @@ class AttributeLocalization(nn.Module):
         box_pooling: pooling before the box regressor: "avg" (authors' code) or "max".
         padding_mode: sampler padding: "border" (authors' code) or "zeros".
         align_corners: sampler grid convention; True is how the authors' PyTorch <= 1.2 sampled.
+        channel_attention: the SE sub-network with its residual (paper Fig. 3); False is the
+            "simplified ALM" of Table 1's first rows, where F_m = X.
     """
 
     def __init__(
@@ -194,6 +208,7 @@ class AttributeLocalization(nn.Module):
         box_pooling: str = "avg",
         padding_mode: str = "border",
         align_corners: bool = True,
+        channel_attention: bool = True,
     ) -> None:
         super().__init__()
         _check_choice("box_pooling", box_pooling, BOX_POOLINGS)
@@ -205,14 +220,16 @@ class AttributeLocalization(nn.Module):
         self.box_pooling = box_pooling
         self.padding_mode = padding_mode
         self.align_corners = align_corners
+        self.use_channel_attention = channel_attention
         hidden = channels // reduction
         self.hidden_channels = hidden
         m, c = num_attrs, channels
-        # Channel attention (SE): W1 [C -> C/16], W2 [C/16 -> C], both with bias.
-        self.se_reduce_weight = nn.Parameter(torch.empty(m, hidden, c))
-        self.se_reduce_bias = nn.Parameter(torch.empty(m, hidden))
-        self.se_expand_weight = nn.Parameter(torch.empty(m, c, hidden))
-        self.se_expand_bias = nn.Parameter(torch.empty(m, c))
+        if channel_attention:
+            # Channel attention (SE): W1 [C -> C/16], W2 [C/16 -> C], both with bias.
+            self.se_reduce_weight = nn.Parameter(torch.empty(m, hidden, c))
+            self.se_reduce_bias = nn.Parameter(torch.empty(m, hidden))
+            self.se_expand_weight = nn.Parameter(torch.empty(m, c, hidden))
+            self.se_expand_bias = nn.Parameter(torch.empty(m, c))
         # Box regressor Linear(C, 4) and classifier Linear(C, 1).
         self.box_weight = nn.Parameter(torch.empty(m, 4, c))
         self.box_bias = nn.Parameter(torch.empty(m, 4))
@@ -225,12 +242,9 @@ class AttributeLocalization(nn.Module):
 
         No identity init of the box, as in the authors' code.
         """
-        fan_ins = {
-            "se_reduce": self.channels,
-            "se_expand": self.se_expand_weight.shape[-1],
-            "box": self.channels,
-            "cls": self.channels,
-        }
+        fan_ins = {"box": self.channels, "cls": self.channels}
+        if self.use_channel_attention:
+            fan_ins = {"se_reduce": self.channels, "se_expand": self.hidden_channels, **fan_ins}
         for prefix, fan_in in fan_ins.items():
             bound = 1 / math.sqrt(fan_in)
             nn.init.uniform_(getattr(self, f"{prefix}_weight"), -bound, bound)
@@ -259,12 +273,17 @@ class AttributeLocalization(nn.Module):
         """
         parts = [ResizedMap(x)] if isinstance(x, Tensor) else list(x)
         height, width = parts[0].size
-        x_mean = torch.cat([_part_mean(part) for part in parts], dim=-1)  # [B, C]   GAP(X)
-        attention = self.channel_attention(x_mean)  # [B, M, C]   a_m
-        reweight = 1 + attention  # [B, M, C]   F_m = X * a_m + X = X * (1 + a_m)
+        x_mean = torch.cat([part_mean(part) for part in parts], dim=-1)  # [B, C]   GAP(X)
+        reweight = None  # without channel attention F_m = X
+        if self.use_channel_attention:
+            attention = self.channel_attention(x_mean)  # [B, M, C]   a_m
+            reweight = 1 + attention  # [B, M, C]   F_m = X * a_m + X = X * (1 + a_m)
 
         x_pool = x_mean if self.box_pooling == "avg" else _max_pool(parts)  # [B, C]
-        f_pool = reweight * x_pool[:, None, :]  # [B, M, C]   pool(F_m)
+        if reweight is None:
+            f_pool = x_pool[:, None, :].expand(-1, self.num_attrs, -1)  # [B, M, C]   pool(X)
+        else:
+            f_pool = reweight * x_pool[:, None, :]  # [B, M, C]   pool(F_m)
         # Linear_m(C -> 4) per attribute, batched over M: [M, B, C] @ [M, C, 4] -> [M, B, 4].
         theta_raw = (f_pool.transpose(0, 1) @ self.box_weight.transpose(1, 2)).transpose(0, 1)
         theta_raw = theta_raw + self.box_bias  # [B, M, 4]
@@ -276,7 +295,8 @@ class AttributeLocalization(nn.Module):
         k_y = sampling_marginal(s_y, t_y, height, **sampler)  # [B, M, H]
         k_x = sampling_marginal(s_x, t_x, width, **sampler)  # [B, M, W]
         x_sampled = torch.cat([_contract(part, k_y, k_x) for part in parts], dim=-1)  # [B, M, C]
-        f_sampled = reweight * x_sampled  # [B, M, C]   GAP(grid_sample(F_m))
+        # [B, M, C]   GAP(grid_sample(F_m))
+        f_sampled = x_sampled if reweight is None else reweight * x_sampled
 
         logits = (f_sampled * self.cls_weight).sum(dim=-1) + self.cls_bias  # [B, M]   eq. 4
         return logits, boxes
@@ -285,5 +305,6 @@ class AttributeLocalization(nn.Module):
         return (
             f"channels={self.channels}, num_attrs={self.num_attrs}, "
             f"box_pooling={self.box_pooling!r}, padding_mode={self.padding_mode!r}, "
-            f"align_corners={self.align_corners}"
+            f"align_corners={self.align_corners}, "
+            f"channel_attention={self.use_channel_attention}"
         )

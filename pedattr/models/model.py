@@ -14,11 +14,14 @@ from torch import Tensor, nn
 
 from pedattr.models.alm import AttributeLocalization
 from pedattr.models.backbones import build_backbone
+from pedattr.models.heads import HEADS, AttentionMaskHead, GlobalPoolingHead, RigidPartHead
 from pedattr.models.normalization import InputNormalization
-from pedattr.models.pyramid import FeaturePyramid
+from pedattr.models.pyramid import TOP_DOWN_MODES, FeaturePyramid
 
 ARCHS = ("alm", "baseline")
 FUSIONS = ("max", "mean")
+#: Which pyramid levels carry a head: all three, or only the top one (5b; Table 1, row 2).
+LEVEL_CHOICES = ("all", "top")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,10 @@ class ModelConfig:
     Defaults follow the authors' released code (ALM_FACTS §2-3): bilinear top-down upsampling,
     average-pooled box regression, border padding and the align_corners=True grid of the
     PyTorch they trained with; ImageNet RGB normalisation; max voting over the four branches.
+
+    ``levels``, ``top_down``, ``channel_attention`` and ``head`` describe the variants of the
+    paper's Tables 1 and 2 (README, "Experiments"); their defaults are the paper's final model,
+    so a configuration saved before they existed rebuilds the same network.
     """
 
     arch: str = "alm"
@@ -41,12 +48,21 @@ class ModelConfig:
     padding_mode: str = "border"
     align_corners: bool = True
     fusion: str = "max"
+    levels: str = "all"
+    top_down: str = "concat"
+    channel_attention: bool = True
+    head: str = "alm"
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        for name, choices in (
+            ("arch", ARCHS),
+            ("fusion", FUSIONS),
+            ("levels", LEVEL_CHOICES),
+            ("top_down", TOP_DOWN_MODES),
+            ("head", HEADS),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         if not self.attribute_names:
             raise ValueError("a model needs at least one attribute name")
         if len(set(self.attribute_names)) != len(self.attribute_names):
@@ -58,6 +74,11 @@ class ModelConfig:
     @property
     def num_attrs(self) -> int:
         return len(self.attribute_names)
+
+    @property
+    def has_boxes(self) -> bool:
+        """Whether the model returns a box per attribute and level (ModelOutput.boxes)."""
+        return self.arch == "alm" and self.head != "gap"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,9 +100,11 @@ class ModelOutput:
     Attributes:
         logits: fused logits [B, M] (max or mean over ``branch_logits``).
         branch_logits: the separately supervised logit vectors, each [B, M]: for ALM the
-            3b, 4d and 5b levels then the global branch; for the baseline just one.
-        boxes: for ALM, every attribute's box at each level, [B, levels, M, 4] as
-            (s_x, s_y, t_x, t_y) of eq. 3 in normalised feature-map coordinates; None otherwise.
+            3b, 4d and 5b levels (only 5b with ``levels="top"``) then the global branch; for the
+            baseline just one.
+        boxes: every attribute's box at each level, [B, levels, M, 4] as (s_x, s_y, t_x, t_y)
+            of eq. 3 in normalised feature-map coordinates, for ALM and the attention-mask and
+            rigid-part heads (see :mod:`pedattr.models.heads`); None otherwise.
     """
 
     logits: Tensor
@@ -125,38 +148,75 @@ class BaselineNet(AttributeModel):
         return ModelOutput(logits=logits, branch_logits=(logits,))
 
 
+def build_level_head(config: ModelConfig, channels: int) -> nn.Module:
+    """The module that predicts every attribute from one pyramid level (``config.head``)."""
+    if config.head == "gap":
+        return GlobalPoolingHead(channels, config.num_attrs)
+    if config.head == "attention":
+        return AttentionMaskHead(channels, config.num_attrs, align_corners=config.align_corners)
+    if config.head == "parts":
+        return RigidPartHead(channels, config.attribute_names, align_corners=config.align_corners)
+    return AttributeLocalization(
+        channels,
+        config.num_attrs,
+        box_pooling=config.box_pooling,
+        padding_mode=config.padding_mode,
+        align_corners=config.align_corners,
+        channel_attention=config.channel_attention,
+    )
+
+
 class ALMNet(AttributeModel):
-    """Backbone taps -> feature pyramid -> one ALM group per level, plus the global branch."""
+    """Backbone taps -> feature pyramid -> one ALM group per level, plus the global branch.
+
+    The per-level groups are ``alms`` (the paper's ALMs) or, for the comparison heads of
+    Tables 1 and 2, ``heads``; :attr:`level_heads` is whichever the model has.
+    """
 
     def __init__(self, config: ModelConfig, backbone: nn.Module) -> None:
         super().__init__(config, backbone)
         tap_channels = [info["num_chs"] for info in backbone.feature_info]
+        used_taps = tap_channels if config.levels == "all" else tap_channels[-1:]
         self.pyramid = FeaturePyramid(
-            tap_channels, dim=config.pyramid_dim, upsample=config.upsample
+            used_taps, dim=config.pyramid_dim, upsample=config.upsample, top_down=config.top_down
         )
-        self.alms = nn.ModuleList(
-            AttributeLocalization(
-                channels,
-                config.num_attrs,
-                box_pooling=config.box_pooling,
-                padding_mode=config.padding_mode,
-                align_corners=config.align_corners,
-            )
-            for channels in self.pyramid.out_channels
+        heads = nn.ModuleList(
+            build_level_head(config, channels) for channels in self.pyramid.out_channels
         )
+        if config.head == "alm":
+            self.alms = heads
+        else:
+            self.heads = heads
         self.global_fc = nn.Linear(tap_channels[-1], config.num_attrs)
 
-    def forward(self, images: Tensor) -> ModelOutput:
+    @property
+    def level_heads(self) -> nn.ModuleList:
+        """The per-level modules, lowest level first."""
+        return self.alms if self.config.head == "alm" else self.heads
+
+    def forward(self, images: Tensor, part_boxes: Tensor | None = None) -> ModelOutput:
+        """Predict every attribute.
+
+        Args:
+            images: RGB [B, 3, H, W], float in [0, 1] or uint8.
+            part_boxes: rigid-parts head only: per image head, torso and legs boxes as
+                fractions of the image (x0, y0, x1, y1), [B, 3, 4]; None uses the default
+                proportions (:data:`pedattr.models.part_regions.DEFAULT_PART_BOXES`).
+        """
+        if part_boxes is not None and self.config.head != "parts":
+            raise ValueError(f"part boxes are for the rigid-parts head, not {self.config.head!r}")
         taps = self.backbone(self.normalize(images))  # strides 8, 16, 32
-        levels = self.pyramid(taps)  # X_1, X_2, X_3
-        per_level = [alm(x) for alm, x in zip(self.alms, levels, strict=True)]
-        level_logits = [logits for logits, _ in per_level]  # 3 x [B, M]
-        level_boxes = [boxes for _, boxes in per_level]  # 3 x [B, M, 4]
+        levels = self.pyramid(taps[-len(self.level_heads) :])  # X_1, X_2, X_3 (or X_3)
+        extra = {} if part_boxes is None else {"part_boxes": part_boxes}
+        per_level = [head(x, **extra) for head, x in zip(self.level_heads, levels, strict=True)]
+        level_logits = [logits for logits, _ in per_level]  # levels x [B, M]
+        level_boxes = [boxes for _, boxes in per_level]  # levels x [B, M, 4] (or None)
         branch_logits = (*level_logits, self.global_logits(taps[-1]))
+        boxes = None if level_boxes[0] is None else torch.stack(level_boxes, dim=1)
         return ModelOutput(
             logits=fuse_logits(branch_logits, self.config.fusion),
             branch_logits=branch_logits,
-            boxes=torch.stack(level_boxes, dim=1),  # [B, levels, M, 4]
+            boxes=boxes,  # [B, levels, M, 4]
         )
 
 
@@ -187,7 +247,8 @@ def build_model(
         attribute_names: the attributes, in output order.
         pretrained: local file with ImageNet weights for the backbone; nothing is downloaded.
         **options: any other :class:`ModelConfig` field (normalization, input_size, pyramid_dim,
-            upsample, box_pooling, padding_mode, align_corners, fusion).
+            upsample, box_pooling, padding_mode, align_corners, fusion, levels, top_down,
+            channel_attention, head).
 
     Example:
         >>> model = build_model("alm", backbone="bninception", num_attrs=51)

@@ -1,4 +1,5 @@
-"""Feature pyramid with top-down concatenation (paper Sec. 3.1, eq. 1-2)."""
+"""Feature pyramid with top-down concatenation (paper Sec. 3.1, eq. 1-2), and the variants of
+Table 1: top-down by element-wise addition (FPN-like), and lateral connections only."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 UPSAMPLE_MODES = ("bilinear", "nearest")
+#: How a level takes in the level above it: eq. 1's concatenation (the paper's), FPN's addition,
+#: or not at all (lateral connections only; Table 1's rows before the top-down pathway).
+TOP_DOWN_MODES = ("concat", "add", "none")
 
 
 def interpolation_matrix(size_in: int, size_out: int, mode: str, like: Tensor) -> Tensor:
@@ -97,20 +101,38 @@ class FeaturePyramid(nn.Module):
     Levels are returned factorised, as lists of :class:`ResizedMap` (``dense_level`` gives the
     tensor). Upsampling is exactly ``F.interpolate``'s, written as a matrix per axis.
 
+    The Table 1 variants (``top_down``): "add" sums the upsampled higher level and the lateral
+    map, X_i = g(X_{i+1}) + f(phi_i), as FPN does (every level then has d channels, and the sum
+    is materialised); "none" keeps the lateral maps alone, X_i = f(phi_i).
+
     Args:
         in_channels: channels of the backbone taps, lowest level (largest map) first.
         dim: d, the lateral width (256 in the paper).
         upsample: "bilinear" (authors' code, align_corners=False) or "nearest" (paper text).
+        top_down: "concat" (eq. 1, the paper's), "add" or "none".
     """
 
-    def __init__(self, in_channels: Sequence[int], *, dim: int = 256, upsample: str = "bilinear"):
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        *,
+        dim: int = 256,
+        upsample: str = "bilinear",
+        top_down: str = "concat",
+    ):
         super().__init__()
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+        if top_down not in TOP_DOWN_MODES:
+            raise ValueError(f"top_down must be one of {TOP_DOWN_MODES}, got {top_down!r}")
         self.upsample = upsample
+        self.top_down = top_down
         self.laterals = nn.ModuleList(nn.Conv2d(c, dim, kernel_size=1) for c in in_channels)
         num_levels = len(in_channels)
-        self.out_channels = [dim * (num_levels - i) for i in range(num_levels)]
+        if top_down == "concat":
+            self.out_channels = [dim * (num_levels - i) for i in range(num_levels)]
+        else:
+            self.out_channels = [dim] * num_levels
 
     def forward(self, features: Sequence[Tensor]) -> list[list[ResizedMap]]:
         """Fuse backbone taps (lowest level first) into pyramid levels (lowest level first)."""
@@ -118,8 +140,16 @@ class FeaturePyramid(nn.Module):
         levels = [level]
         for lateral, feature in zip(self.laterals[-2::-1], features[-2::-1], strict=True):
             reduced = lateral(feature)  # f(phi_i), [B, d, H_i, W_i]
-            size = tuple(int(s) for s in reduced.shape[-2:])  # ints: see ResizedMap.size
-            upsampled = [part.resized(size, self.upsample) for part in level]  # g(X_{i+1})
-            level = [*upsampled, ResizedMap(reduced)]  # X_i = [g(X_{i+1}), f(phi_i)]   eq. 1
+            level = self._combine(level, reduced)
             levels.append(level)
         return levels[::-1]
+
+    def _combine(self, higher: list[ResizedMap], reduced: Tensor) -> list[ResizedMap]:
+        """X_i from the level above and this level's lateral map, by ``top_down``."""
+        if self.top_down == "none":
+            return [ResizedMap(reduced)]  # X_i = f(phi_i)
+        size = tuple(int(s) for s in reduced.shape[-2:])  # ints: see ResizedMap.size
+        upsampled = [part.resized(size, self.upsample) for part in higher]  # g(X_{i+1})
+        if self.top_down == "concat":
+            return [*upsampled, ResizedMap(reduced)]  # X_i = [g(X_{i+1}), f(phi_i)]   eq. 1
+        return [ResizedMap(dense_level(upsampled) + reduced)]  # X_i = g(X_{i+1}) + f(phi_i)
