@@ -5,7 +5,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+
+def _run_training(command: str, call: Callable[[], object], interrupted: str = "") -> int:
+    """Run a command that trains: a training error is one line and exit 1, Ctrl-C exit 130.
+
+    The engine has already saved its state and said how to continue when it was interrupted.
+    """
+    from pedattr.engine.training import TrainingError
+
+    try:
+        call()
+    except TrainingError as err:
+        print(f"pedattr {command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if interrupted:
+            print(f"pedattr {command}: {interrupted}", file=sys.stderr)
+        return 130
+    return 0
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -42,22 +61,16 @@ def _demo(args: argparse.Namespace) -> int:
 
     splits = {"train": args.num_train, "val": args.num_val, "test": args.num_test}
     pretrained = None if args.no_pretrained else (args.pretrained or "auto")
-    from pedattr.engine.training import TrainingError
-
-    try:
-        run_demo(
+    return _run_training(
+        "demo",
+        lambda: run_demo(
             args.out,
             splits=splits,
             seed=args.seed,
             overrides=args.overrides,
             pretrained=pretrained,
-        )
-    except TrainingError as err:
-        print(f"pedattr demo: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
+        ),
+    )
 
 
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
@@ -406,7 +419,7 @@ def _add_calibrate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from pedattr.engine.training import TrainingError, train
+    from pedattr.engine.training import train
 
     overrides = list(args.overrides)
     for key, value in (
@@ -416,14 +429,7 @@ def _train(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")  # quoted: any path stays a string
-    try:
-        train(args.config, overrides, resume=args.resume)
-    except TrainingError as err:
-        print(f"pedattr train: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    return _run_training("train", lambda: train(args.config, overrides, resume=args.resume))
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
@@ -657,10 +663,10 @@ def _experiment_command(args: argparse.Namespace) -> str:
 
 def _experiment(args: argparse.Namespace) -> int:
     from pedattr.engine.experiment import run_experiment
-    from pedattr.engine.training import TrainingError
 
-    try:
-        run_experiment(
+    return _run_training(
+        "experiment",
+        lambda: run_experiment(
             args.table,
             args.data,
             args.out,
@@ -670,17 +676,9 @@ def _experiment(args: argparse.Namespace) -> int:
             overrides=args.overrides,
             config_root=args.configs,
             command=_experiment_command(args),
-        )
-    except TrainingError as err:
-        print(f"pedattr experiment: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(
-            "pedattr experiment: interrupted; the same command continues where it stopped",
-            file=sys.stderr,
-        )
-        return 130
-    return 0
+        ),
+        interrupted="interrupted; the same command continues where it stopped",
+    )
 
 
 def _add_experiment(subparsers: argparse._SubParsersAction) -> None:
