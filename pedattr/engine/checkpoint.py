@@ -147,7 +147,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 
 def model_from_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike = "") -> AttributeModel:
-    """Build the model a checkpoint describes and load its weights strictly."""
+    """Build the model a checkpoint describes and load its weights strictly.
+
+    The stored thresholds are attached as ``model.thresholds`` (None means 0.5 each).
+    """
     model = build_from_config(checkpoint.config)
     try:
         model.load_state_dict(checkpoint.state_dict, strict=True)
@@ -155,6 +158,7 @@ def model_from_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike = "") 
         raise CheckpointError(
             f"{path}: weights do not match the model they describe: {err}"
         ) from err
+    model.thresholds = checkpoint.thresholds
     return model
 
 
@@ -164,7 +168,4 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> A
     The model's ``config`` carries attribute names, input size and normalisation; thresholds
     stored in the checkpoint are attached as ``model.thresholds`` (None means 0.5 each).
     """
-    checkpoint = load_checkpoint(path)
-    model = model_from_checkpoint(checkpoint, path)
-    model.thresholds = checkpoint.thresholds
-    return model.to(device).eval()
+    return model_from_checkpoint(load_checkpoint(path), path).to(device).eval()

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from pedattr.data.dataset import Batch, FailureTracker, build_loader
 from pedattr.data.description import DatasetDescription, carve_validation
-from pedattr.engine.checkpoint import json_safe, load_checkpoint, load_model
+from pedattr.engine.checkpoint import json_safe, load_checkpoint, model_from_checkpoint
 from pedattr.localization import (
     boxes_to_pixels,
     level_names,
@@ -385,9 +385,10 @@ def evaluate_checkpoint(
         ValueError: calibrated thresholds were asked for but the checkpoint has none, or a bad
             split name.
     """
-    model = load_model(checkpoint, device=device)
+    stored = load_checkpoint(checkpoint)  # read once: the weights and the run that wrote them
+    model = model_from_checkpoint(stored, checkpoint).to(device).eval()
     chosen = resolve_thresholds(model, checkpoint, thresholds)  # before minutes of prediction
-    run = load_checkpoint(checkpoint).extra.get("run")
+    run = stored.extra.get("run")
     description = with_training_split(load_description(data), split, run, checkpoint)
     check_attributes(
         model.attribute_names,
