@@ -203,6 +203,34 @@ def box_iou(pred: Any, gt: Any) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
+def centre_follow(pred_boxes: Any, gt_boxes: Any) -> float | None:
+    """How far predicted box centres move when the ground-truth centres move: 1 follows, 0 not.
+
+    Per axis, the least-squares slope of the predicted centre on the ground-truth centre over
+    the images (cov / var of the ground truth); the result is the mean over the axes along
+    which the ground truth varies. A box that ignores the image scores 0, one that moves with
+    the evidence 1, whatever its size or offset, which the pointing game cannot tell apart.
+
+    Args:
+        pred_boxes, gt_boxes: [n, 4] (x0, y0, x1, y1), matched by row.
+
+    Returns:
+        The slope, or None with fewer than two images or a ground truth that never moves.
+    """
+    p, g = _to_numpy(pred_boxes).astype(np.float64), _to_numpy(gt_boxes).astype(np.float64)
+    if len(p) < 2:
+        return None
+    slopes = []
+    for axis in (0, 1):
+        pred_centre = (p[:, axis] + p[:, axis + 2]) / 2
+        gt_centre = (g[:, axis] + g[:, axis + 2]) / 2
+        gt_offset, pred_offset = gt_centre - gt_centre.mean(), pred_centre - pred_centre.mean()
+        spread = (gt_offset**2).mean()
+        if spread > 1e-12:
+            slopes.append((gt_offset * pred_offset).mean() / spread)
+    return float(np.mean(slopes)) if slopes else None
+
+
 def max_vote_branch(branch_logits: Sequence[Any]) -> np.ndarray:
     """Which branch gives the fused (max-voted) logit, per image and attribute: [N, M] ints.
 
@@ -238,21 +266,19 @@ def _max_vote_score(hits: np.ndarray, ious: np.ndarray, winners: np.ndarray) -> 
 def _mean_scores(entries: list[dict], level_names: Sequence[str], with_vote: bool) -> dict:
     """Means over attributes of the per-level, best-level and max-vote scores."""
 
-    def mean(values: list[float]) -> float | None:
-        return float(np.mean(values)) if values else None
+    def mean(values: list[float | None]) -> float | None:
+        known = [value for value in values if value is not None]
+        return float(np.mean(known)) if known else None
 
+    keys = ("hit_rate", "mean_iou", "follow")
     summary: dict[str, Any] = {
         "attributes": len(entries),
         "levels": {
-            level: {
-                key: mean([e["levels"][level][key] for e in entries])
-                for key in ("hit_rate", "mean_iou")
-            }
+            level: {key: mean([e["levels"][level].get(key) for e in entries]) for key in keys}
             for level in level_names
         },
         "best_level": {
-            key: mean([e["levels"][e["best_level"]][key] for e in entries])
-            for key in ("hit_rate", "mean_iou")
+            key: mean([e["levels"][e["best_level"]].get(key) for e in entries]) for key in keys
         },
     }
     if with_vote:
@@ -324,7 +350,13 @@ def localization_scores(
         predicted = boxes[rows, :, j]  # [n, L, 4]
         hits = pointing_game(predicted, gt, tolerance=tolerance)  # [n, L]
         ious = box_iou(predicted, gt)
-        per_level = {level: _score(hits[:, k], ious[:, k]) for k, level in enumerate(level_names)}
+        per_level = {
+            level: {
+                **_score(hits[:, k], ious[:, k]),
+                "follow": centre_follow(predicted[:, k], gt[:, 0]),
+            }
+            for k, level in enumerate(level_names)
+        }
         best = max(
             range(num_levels),
             key=lambda k: (
@@ -364,6 +396,21 @@ def _cell(score: Mapping[str, Any] | None) -> str:
     return f"{100 * score['hit_rate']:9.1f} {score['mean_iou']:5.2f}"
 
 
+def _follow_line(scores: Mapping[str, Any]) -> str | None:
+    """The mean :func:`centre_follow` per level, over the location-varying attributes if any."""
+    group = "location_varying" if scores["mean"]["location_varying"]["attributes"] else "all"
+    levels = scores["mean"][group]["levels"]
+    values = [(level, levels[level].get("follow")) for level in scores["levels"]]
+    if all(value is None for _, value in values):
+        return None
+    cells = ", ".join(f"{level} {'-' if v is None else f'{v:.2f}'}" for level, v in values)
+    which = "location-varying" if group == "location_varying" else "all"
+    return (
+        f"box follows the evidence (slope of box centre on ground-truth centre; 1 moves with "
+        f"it, 0 a fixed box), {which} mean: {cells}"
+    )
+
+
 def format_localization_table(scores: Mapping[str, Any]) -> str:
     """A terminal table: one row per scored attribute, hit rate (%) and mean IoU per level.
 
@@ -393,6 +440,9 @@ def format_localization_table(scores: Mapping[str, Any]) -> str:
         summary = scores["mean"][group]
         if summary["attributes"]:
             lines.append(row(title, str(summary["attributes"]), summary, summary["best_level"]))
+    follow = _follow_line(scores)
+    if follow:
+        lines.append(follow)
     if with_vote:
         counted = sum(e["max_vote"]["count"] for e in scores["attributes"].values())
         global_wins = sum(e["max_vote"]["global_wins"] for e in scores["attributes"].values())

@@ -126,7 +126,23 @@ def test_boxes_stay_in_paper_ranges():
     assert ((boxes[..., 2:] >= -1) & (boxes[..., 2:] <= 1)).all()
 
 
-@pytest.mark.parametrize("bad", [dict(box_pooling="sum"), dict(padding_mode="reflection")])
+def test_zero_box_init_starts_every_image_at_the_central_box():
+    images = torch.randn(3, 32, 6, 3) * 5
+    _, default_boxes = AttributeLocalization(32, 4)(images)
+    # PyTorch's init gives every image and attribute a box of its own ...
+    assert not torch.allclose(default_boxes[0], default_boxes[1])
+    zero = AttributeLocalization(32, 4, box_init="zero")
+    _, boxes = zero(images)
+    # ... the zero init gives every one sigmoid(0) = 0.5 and tanh(0) = 0, and only the box
+    # regressor differs from the default init.
+    assert torch.equal(boxes, torch.tensor([0.5, 0.5, 0.0, 0.0]).expand(3, 4, 4))
+    assert not zero.box_weight.any() and not zero.box_bias.any()
+    assert zero.cls_weight.abs().sum() > 0 and zero.se_reduce_weight.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "bad", [dict(box_pooling="sum"), dict(padding_mode="reflection"), dict(box_init="identity")]
+)
 def test_unknown_option_is_rejected(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         AttributeLocalization(32, 2, **bad)

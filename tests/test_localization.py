@@ -12,6 +12,7 @@ import pedattr
 from pedattr.localization import (
     box_iou,
     boxes_to_pixels,
+    centre_follow,
     format_localization_table,
     level_sizes,
     localization_scores,
@@ -173,16 +174,21 @@ def test_scores_count_only_positives_with_boxes(hand_made):
     assert scores["unscored"] == ["Female"]
     hat, bag = scores["attributes"]["Hat"], scores["attributes"]["Bag"]
     assert hat["count"] == 2 and bag["count"] == 1
-    assert hat["levels"]["a"] == pytest.approx({"hit_rate": 1.0, "mean_iou": (1 + 1 / 7) / 2})
-    assert hat["levels"]["b"] == pytest.approx({"hit_rate": 0.5, "mean_iou": 0.125})
-    assert bag["levels"]["a"] == {"hit_rate": 0.0, "mean_iou": 0.0}
-    assert bag["levels"]["b"] == {"hit_rate": 1.0, "mean_iou": 1.0}
+    # The ground truth never moves here, so "follow" has nothing to measure.
+    assert hat["levels"]["a"] == pytest.approx(
+        {"hit_rate": 1.0, "mean_iou": (1 + 1 / 7) / 2, "follow": None}
+    )
+    assert hat["levels"]["b"] == pytest.approx({"hit_rate": 0.5, "mean_iou": 0.125, "follow": None})
+    assert bag["levels"]["a"] == {"hit_rate": 0.0, "mean_iou": 0.0, "follow": None}
+    assert bag["levels"]["b"] == {"hit_rate": 1.0, "mean_iou": 1.0, "follow": None}
     assert (hat["best_level"], bag["best_level"]) == ("a", "b")
     assert "max_vote" not in hat
     overall = scores["mean"]["all"]
     assert overall["levels"]["a"]["hit_rate"] == pytest.approx(0.5)
     assert overall["levels"]["b"]["hit_rate"] == pytest.approx(0.75)
-    assert overall["best_level"] == pytest.approx({"hit_rate": 1.0, "mean_iou": (4 / 7 + 1) / 2})
+    assert overall["best_level"] == pytest.approx(
+        {"hit_rate": 1.0, "mean_iou": (4 / 7 + 1) / 2, "follow": None}
+    )
     assert scores["mean"]["location_varying"]["attributes"] == 0
 
 
@@ -225,6 +231,48 @@ def test_all_global_wins_leave_the_vote_unscored(hand_made):
     assert vote == {"count": 0, "global_wins": 2, "hit_rate": None, "mean_iou": None}
     assert scores["mean"]["all"]["max_vote"]["hit_rate"] is None
     assert "-" in format_localization_table(scores)
+
+
+def test_follow_is_the_slope_of_box_centres_on_ground_truth_centres():
+    gt = np.array([[0, 0, 10, 10], [20, 10, 30, 20], [40, 30, 50, 40]], dtype=float)
+    shifts = np.array([[5, 5], [25, 15], [45, 35]], dtype=float)  # the ground-truth centres
+    # a box of another size and offset that moves with the evidence: slope 1 on both axes
+    assert centre_follow(np.hstack([shifts - 2 + 7, shifts + 2 + 7]), gt) == pytest.approx(1.0)
+    # one that moves half as far along x and not at all along y: (0.5 + 0) / 2
+    half = np.column_stack([shifts[:, 0] / 2, np.full(3, 9.0)])
+    assert centre_follow(np.hstack([half - 1, half + 1]), gt) == pytest.approx(0.25)
+    # a fixed box: 0; one that moves the other way: negative
+    assert centre_follow(np.tile([1.0, 2.0, 3.0, 4.0], (3, 1)), gt) == 0.0
+    assert centre_follow(np.hstack([-shifts, -shifts]), gt) == pytest.approx(-1.0)
+    # a ground truth that moves along one axis only is scored on that axis
+    gt_x = gt.copy()
+    gt_x[:, [1, 3]] = [0, 10]
+    assert centre_follow(np.hstack([shifts, shifts]), gt_x) == pytest.approx(1.0)
+    # nothing to measure: one image, or a ground truth that never moves
+    assert centre_follow(gt[:1], gt[:1]) is None
+    assert centre_follow(gt, np.tile(gt[0], (3, 1))) is None
+
+
+def test_follow_reaches_the_scores_and_the_table():
+    gt_boxes = [{"Hat": [x, 0, x + 10, 10]} for x in (0, 10, 20, 30)]
+    boxes = np.zeros((4, 2, 1, 4))
+    for i, x in enumerate((0, 10, 20, 30)):
+        boxes[i, 0, 0] = [x, 0, x + 10, 10]  # level a moves with the hat
+        boxes[i, 1, 0] = [0, 0, 10, 10]  # level b stays put
+    scores = localization_scores(
+        boxes,
+        gt_boxes,
+        ["Hat"],
+        labels=np.ones((4, 1)),
+        level_names=("a", "b"),
+        location_varying={"Hat"},
+    )
+    levels = scores["attributes"]["Hat"]["levels"]
+    assert levels["a"]["follow"] == pytest.approx(1.0) and levels["b"]["follow"] == 0.0
+    varying = scores["mean"]["location_varying"]
+    assert varying["levels"]["a"]["follow"] == pytest.approx(1.0)
+    assert varying["best_level"]["follow"] == pytest.approx(1.0)  # a hits every image
+    assert "location-varying mean: a 1.00, b 0.00" in format_localization_table(scores)
 
 
 def test_mismatched_inputs_are_refused(hand_made):

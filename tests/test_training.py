@@ -488,6 +488,7 @@ def test_resume_from_another_directory_continues_in_the_given_folder(
         ("optim.batch_size=0", "optim.batch_size: must be at least 1"),
         ("optim.lr=nan", "optim.lr: must be a positive number"),
         ("data.val_fraction=1.5", "data.val_fraction: must be in"),
+        ("optim.box_lr_scale=0", "optim.box_lr_scale: must be positive"),
     ],
 )
 def test_values_out_of_range_are_named(
@@ -495,6 +496,42 @@ def test_values_out_of_range_are_named(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         train(tiny_config(tmp_path, data), [override])
+
+
+def test_box_regressors_learn_at_the_scaled_rate(tmp_path: Path, data: Path) -> None:
+    config = tiny_config(tmp_path, data, optim={"epochs": 1, "lr": 1e-3, "box_lr_scale": 0.1})
+    train(config)
+    with safe_open(str(tmp_path / "run" / "state.safetensors"), framework="pt") as handle:
+        groups = json.loads(handle.metadata()["pedattr-state"])["optimizer"]["param_groups"]
+    assert [group["lr"] for group in groups] == pytest.approx([1e-3, 1e-4])
+
+    # The second group is exactly the ALM box regressors; Adam's first step moves every
+    # parameter with a gradient by its group's rate, so the box weights move ten times less.
+    model = pedattr.build_model("alm", num_attrs=2, **TINY_MODEL)
+    groups = training.parameter_groups(model, box_lr_scale=0.1)
+    box_names = {
+        name
+        for name, _ in model.named_parameters()
+        if name.split(".")[-1] in ("box_weight", "box_bias")
+    }
+    by_id = {id(param): name for name, param in model.named_parameters()}
+    assert {by_id[id(param)] for param in groups[1]["params"]} == box_names
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(model.parameters()))
+    before = {name: param.detach().clone() for name, param in model.named_parameters()}
+    optimizer = torch.optim.Adam(
+        [{**group, "lr": 1e-3 * group["lr_scale"]} for group in groups], lr=1e-3
+    )
+    output = model(torch.rand(4, 3, *TINY_MODEL["input_size"]))
+    sum(logits.sum() for logits in output.branch_logits).backward()
+    optimizer.step()
+    for name, param in model.named_parameters():
+        moved = (param.detach() - before[name]).abs()
+        moved = moved[param.grad.abs() > 1e-6]
+        if moved.numel():
+            rate = 1e-4 if name in box_names else 1e-3
+            assert moved.max().item() == pytest.approx(rate, rel=1e-2), name
+    # one group, as before the option, when the scale is 1
+    assert len(training.parameter_groups(model)) == 1
 
 
 def test_cpu_sync_batchnorm_in_a_process_group_matches_batchnorm() -> None:

@@ -48,6 +48,9 @@ class ModelSection:
     top_down: Literal["concat", "add", "none"] = "concat"
     channel_attention: bool = True
     head: Literal["alm", "gap", "attention", "parts"] = "alm"
+    #: "zero": the ALM box regressors start at zero, so every box starts as the central one
+    #: (s = 0.5, t = 0); "default" is PyTorch's init, as in the authors' code.
+    box_init: Literal["default", "zero"] = "default"
 
 
 @dataclass
@@ -83,6 +86,8 @@ class OptimSection:
     #: Multiply the learning rate by ``lr_gamma`` every ``lr_step`` epochs.
     lr_step: int = 10
     lr_gamma: float = 0.1
+    #: Learning-rate multiplier for the ALM box regressors (Linear(C, 4) of eq. 3).
+    box_lr_scale: float = 1.0
 
 
 @dataclass
@@ -298,6 +303,14 @@ def check_values(config: TrainConfig, source: str) -> None:
         value = getattr(optim, key)
         _require(value >= 1, f"optim.{key}", "at least 1", value, source)
     _require(optim.lr_gamma > 0, "optim.lr_gamma", "positive", optim.lr_gamma, source)
+    box_scale = optim.box_lr_scale
+    _require(
+        math.isfinite(box_scale) and box_scale > 0,
+        "optim.box_lr_scale",
+        "positive",
+        box_scale,
+        source,
+    )
     fraction = data.val_fraction
     _require(0 < fraction < 1, "data.val_fraction", "in (0, 1)", fraction, source)
     _require(data.workers >= 0, "data.workers", ">= 0", data.workers, source)

@@ -42,7 +42,7 @@ import torch
 import yaml
 from safetensors import safe_open
 from safetensors.torch import save_file
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from pedattr._io import atomic_write, atomic_write_text
@@ -83,6 +83,7 @@ from pedattr.engine.evaluation import (
 from pedattr.engine.loss import WeightedBCELoss
 from pedattr.engine.trainer import train_step
 from pedattr.metrics import compute_metrics, format_metrics_table
+from pedattr.models.alm import AttributeLocalization
 from pedattr.models.model import AttributeModel, ModelConfig, build_from_config
 
 logger = logging.getLogger(__name__)
@@ -190,6 +191,29 @@ def initialize_from_checkpoint(model: AttributeModel, path: str | Path) -> list[
 
 
 # --- resumable state ----------------------------------------------------------------------------
+
+
+def parameter_groups(model: nn.Module, box_lr_scale: float = 1.0) -> list[dict]:
+    """The optimizer's parameter groups, each with the ``lr_scale`` the schedule multiplies by.
+
+    With ``box_lr_scale`` other than 1 the ALM box regressors (eq. 3's Linear(C, 4)) get a group
+    of their own, as spatial-transformer localisation nets are often trained with a lower rate;
+    otherwise there is one group, so states saved without the option resume unchanged.
+    """
+    box_params = [
+        param
+        for module in model.modules()
+        if isinstance(module, AttributeLocalization)
+        for param in (module.box_weight, module.box_bias)
+    ]
+    if box_lr_scale == 1.0 or not box_params:
+        return [{"params": list(model.parameters()), "lr_scale": 1.0}]
+    box_ids = {id(param) for param in box_params}
+    others = [param for param in model.parameters() if id(param) not in box_ids]
+    return [
+        {"params": others, "lr_scale": 1.0},
+        {"params": box_params, "lr_scale": box_lr_scale},
+    ]
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
@@ -405,7 +429,7 @@ class Trainer:
             weighting=config.loss.weighting,
         ).to(context.device)
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(),
+            parameter_groups(self.model, config.optim.box_lr_scale),
             lr=config.optim.lr,
             betas=config.optim.betas,
             weight_decay=config.optim.weight_decay,
@@ -531,7 +555,7 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> dict:
         config, progress, device = self.config, self.progress, self.context.device
         for group in self.optimizer.param_groups:
-            group["lr"] = self._learning_rate(epoch)
+            group["lr"] = self._learning_rate(epoch) * group["lr_scale"]
         self.train_loader.batch_sampler.set_epoch(epoch, progress.step)
         self.network.train()
         total, seen, started = 0.0, 0, time.perf_counter()

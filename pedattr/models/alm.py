@@ -44,6 +44,7 @@ from pedattr.models.pyramid import Level, ResizedMap
 
 BOX_POOLINGS = ("avg", "max")
 PADDING_MODES = ("border", "zeros")
+BOX_INITS = ("default", "zero")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -197,6 +198,9 @@ class AttributeLocalization(nn.Module):
         align_corners: sampler grid convention; True is how the authors' PyTorch <= 1.2 sampled.
         channel_attention: the SE sub-network with its residual (paper Fig. 3); False is the
             "simplified ALM" of Table 1's first rows, where F_m = X.
+        box_init: "default" is PyTorch's Linear init, as in the authors' code; "zero" zeroes the
+            box regressor's weights and biases, so every image starts from the same central box
+            (s = 0.5, t = 0), as the spatial-transformer literature starts from a fixed transform.
     """
 
     def __init__(
@@ -209,10 +213,12 @@ class AttributeLocalization(nn.Module):
         padding_mode: str = "border",
         align_corners: bool = True,
         channel_attention: bool = True,
+        box_init: str = "default",
     ) -> None:
         super().__init__()
         _check_choice("box_pooling", box_pooling, BOX_POOLINGS)
         _check_choice("padding_mode", padding_mode, PADDING_MODES)
+        _check_choice("box_init", box_init, BOX_INITS)
         if channels % reduction:
             raise ValueError(f"channels ({channels}) must be divisible by reduction ({reduction})")
         self.channels = channels
@@ -221,6 +227,7 @@ class AttributeLocalization(nn.Module):
         self.padding_mode = padding_mode
         self.align_corners = align_corners
         self.use_channel_attention = channel_attention
+        self.box_init = box_init
         hidden = channels // reduction
         self.hidden_channels = hidden
         m, c = num_attrs, channels
@@ -240,7 +247,7 @@ class AttributeLocalization(nn.Module):
     def reset_parameters(self) -> None:
         """PyTorch's default Linear / Conv init per attribute: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 
-        No identity init of the box, as in the authors' code.
+        No identity init of the box, as in the authors' code, unless ``box_init="zero"``.
         """
         fan_ins = {"box": self.channels, "cls": self.channels}
         if self.use_channel_attention:
@@ -249,6 +256,9 @@ class AttributeLocalization(nn.Module):
             bound = 1 / math.sqrt(fan_in)
             nn.init.uniform_(getattr(self, f"{prefix}_weight"), -bound, bound)
             nn.init.uniform_(getattr(self, f"{prefix}_bias"), -bound, bound)
+        if self.box_init == "zero":
+            nn.init.zeros_(self.box_weight)
+            nn.init.zeros_(self.box_bias)
 
     def channel_attention(self, pooled: Tensor) -> Tensor:
         """SE attention of every attribute from GAP(X) [B, C]; returns a [B, M, C] in (0, 1)."""
@@ -306,5 +316,5 @@ class AttributeLocalization(nn.Module):
             f"channels={self.channels}, num_attrs={self.num_attrs}, "
             f"box_pooling={self.box_pooling!r}, padding_mode={self.padding_mode!r}, "
             f"align_corners={self.align_corners}, "
-            f"channel_attention={self.use_channel_attention}"
+            f"channel_attention={self.use_channel_attention}, box_init={self.box_init!r}"
         )

@@ -52,6 +52,7 @@ class ModelConfig:
     top_down: str = "concat"
     channel_attention: bool = True
     head: str = "alm"
+    box_init: str = "default"
 
     def __post_init__(self) -> None:
         for name, choices in (
@@ -163,6 +164,7 @@ def build_level_head(config: ModelConfig, channels: int) -> nn.Module:
         padding_mode=config.padding_mode,
         align_corners=config.align_corners,
         channel_attention=config.channel_attention,
+        box_init=config.box_init,
     )
 
 
@@ -248,7 +250,7 @@ def build_model(
         pretrained: local file with ImageNet weights for the backbone; nothing is downloaded.
         **options: any other :class:`ModelConfig` field (normalization, input_size, pyramid_dim,
             upsample, box_pooling, padding_mode, align_corners, fusion, levels, top_down,
-            channel_attention, head).
+            channel_attention, head, box_init).
 
     Example:
         >>> model = build_model("alm", backbone="bninception", num_attrs=51)
