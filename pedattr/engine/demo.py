@@ -138,6 +138,7 @@ def _localization_summary(localization: dict) -> dict:
         "location_varying_attributes": varying["attributes"],
         "best_level_hit_rate": varying["best_level"]["hit_rate"],
         "best_level_mean_iou": varying["best_level"]["mean_iou"],
+        "best_level_follow": varying["best_level"]["follow"],
         "max_vote_hit_rate": (varying.get("max_vote") or {}).get("hit_rate"),
         "fixed_box_hit_rate": fixed["levels"]["fixed"]["hit_rate"],
     }
@@ -220,6 +221,10 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
+def _slope(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f} times"
+
+
 def _print_summary(summary: dict, out: Path) -> None:
     test, local = summary["test"], summary["localization"]
     _say(
@@ -227,7 +232,8 @@ def _print_summary(summary: dict, out: Path) -> None:
         f"F1 {100 * test['f1']:.1f}; boxes of the {local['location_varying_attributes']} "
         f"location-varying attributes hit their ground truth in "
         f"{_percent(local['best_level_hit_rate'])} of positive test images at the best level "
-        f"(a fixed box per attribute: {_percent(local['fixed_box_hit_rate'])})\n"
+        f"(a fixed box per attribute: {_percent(local['fixed_box_hit_rate'])}); the boxes move "
+        f"{_slope(local['best_level_follow'])} as far as the evidence does\n"
         f"wrote {out / 'report.json'}, {summary['figures']['attribute_mA']}, "
         f"{summary['figures']['attribute_boxes']}"
     )
