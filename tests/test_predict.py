@@ -103,7 +103,10 @@ def write_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = main(["predict", *map(str, args)])
+    # The CPU, as the API predictor the outputs are compared with (the default is CUDA when
+    # there is one, whose convolutions differ in the last bits).
+    device = [] if "--device" in args else ["--device", "cpu"]
+    code = main(["predict", *map(str, args), *device])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
