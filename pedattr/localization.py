@@ -203,16 +203,20 @@ def box_iou(pred: Any, gt: Any) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def centre_follow(pred_boxes: Any, gt_boxes: Any) -> float | None:
+def centre_follow(pred_boxes: Any, gt_boxes: Any, image_sizes: Any = None) -> float | None:
     """How far predicted box centres move when the ground-truth centres move: 1 follows, 0 not.
 
-    Per axis, the least-squares slope of the predicted centre on the ground-truth centre over
-    the images (cov / var of the ground truth); the result is the mean over the axes along
-    which the ground truth varies. A box that ignores the image scores 0, one that moves with
-    the evidence 1, whatever its size or offset, which the pointing game cannot tell apart.
+    The least-squares slope of the predicted centre on the ground-truth centre over the images,
+    pooled over the two axes (the summed covariances over the summed ground-truth variances, so
+    an axis along which the ground truth hardly moves weighs little). A box that ignores the
+    image scores 0, one that moves with the evidence 1, whatever its size or offset, which the
+    pointing game cannot tell apart. With ``image_sizes`` the centres are first divided by the
+    image's width and height, so that a box fixed relative to images of different sizes scores
+    0 too.
 
     Args:
         pred_boxes, gt_boxes: [n, 4] (x0, y0, x1, y1), matched by row.
+        image_sizes: [n, 2] (height, width) of each image, or None for pixels as they are.
 
     Returns:
         The slope, or None with fewer than two images or a ground truth that never moves.
@@ -220,15 +224,17 @@ def centre_follow(pred_boxes: Any, gt_boxes: Any) -> float | None:
     p, g = _to_numpy(pred_boxes).astype(np.float64), _to_numpy(gt_boxes).astype(np.float64)
     if len(p) < 2:
         return None
-    slopes = []
+    widths_heights = (
+        np.ones((len(p), 2)) if image_sizes is None else _to_numpy(image_sizes)[:, ::-1]
+    )
+    covariance = variance = 0.0
     for axis in (0, 1):
-        pred_centre = (p[:, axis] + p[:, axis + 2]) / 2
-        gt_centre = (g[:, axis] + g[:, axis + 2]) / 2
+        pred_centre = (p[:, axis] + p[:, axis + 2]) / 2 / widths_heights[:, axis]
+        gt_centre = (g[:, axis] + g[:, axis + 2]) / 2 / widths_heights[:, axis]
         gt_offset, pred_offset = gt_centre - gt_centre.mean(), pred_centre - pred_centre.mean()
-        spread = (gt_offset**2).mean()
-        if spread > 1e-12:
-            slopes.append((gt_offset * pred_offset).mean() / spread)
-    return float(np.mean(slopes)) if slopes else None
+        covariance += float((gt_offset * pred_offset).mean())
+        variance += float((gt_offset**2).mean())
+    return covariance / variance if variance > 1e-12 else None
 
 
 def max_vote_branch(branch_logits: Sequence[Any]) -> np.ndarray:
@@ -299,6 +305,7 @@ def localization_scores(
     level_names: Sequence[str] = LEVEL_NAMES,
     location_varying: Collection[str] | None = None,
     tolerance: float = 0.0,
+    image_sizes: Any = None,
 ) -> dict:
     """Pointing-game hit rate and mean IoU per attribute and level, over positive images.
 
@@ -319,10 +326,13 @@ def localization_scores(
         location_varying: attributes to average separately (e.g. the generator's
             ``LOCATION_VARYING_ATTRIBUTES``); None for no such mean.
         tolerance: pointing-game tolerance in pixels.
+        image_sizes: [N, 2] (height, width) of the images, which :func:`centre_follow` divides
+            the centres by; None leaves them in pixels (fine when all images share one size).
 
     Returns:
         A JSON-serialisable dict: ``levels``, ``tolerance``, ``attributes`` (name -> ``count``,
-        ``levels`` (level -> ``hit_rate``, ``mean_iou``), ``best_level`` (highest hit rate, then
+        ``levels`` (level -> ``hit_rate``, ``mean_iou``, ``follow`` (:func:`centre_follow`, None
+        when the ground truth never moves)), ``best_level`` (highest hit rate, then
         IoU, then the lower level), ``max_vote`` (``hit_rate``, ``mean_iou``, ``count``,
         ``global_wins``) when ``winning_level`` is given, ``location_varying``), ``unscored``,
         and ``mean`` with means over ``all`` scored attributes and the ``location_varying`` ones.
@@ -348,12 +358,13 @@ def localization_scores(
             continue
         gt = np.array([gt_boxes[i][name] for i in rows], dtype=np.float64)[:, None, :]
         predicted = boxes[rows, :, j]  # [n, L, 4]
+        sizes = None if image_sizes is None else _to_numpy(image_sizes)[rows]
         hits = pointing_game(predicted, gt, tolerance=tolerance)  # [n, L]
         ious = box_iou(predicted, gt)
         per_level = {
             level: {
                 **_score(hits[:, k], ious[:, k]),
-                "follow": centre_follow(predicted[:, k], gt[:, 0]),
+                "follow": centre_follow(predicted[:, k], gt[:, 0], sizes),
             }
             for k, level in enumerate(level_names)
         }

@@ -41,7 +41,7 @@ def test_demo_writes_data_run_figures_and_report(demo: Path) -> None:
     assert report["config"]["model"]["backbone"] == "timm:test_efficientnet"
     assert set(report["test"]) == {"mA", "accuracy", "precision", "recall", "f1"}
     local = report["localization"]
-    assert local["location_varying_attributes"] > 0
+    assert local["attributes"] == "location_varying" and local["count"] > 0
     assert 0 <= local["best_level_hit_rate"] <= 1
     model = pedattr.load_model(report["checkpoint"])
     assert model.attribute_names == ATTRIBUTES

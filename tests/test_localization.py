@@ -234,23 +234,37 @@ def test_all_global_wins_leave_the_vote_unscored(hand_made):
 
 
 def test_follow_is_the_slope_of_box_centres_on_ground_truth_centres():
-    gt = np.array([[0, 0, 10, 10], [20, 10, 30, 20], [40, 30, 50, 40]], dtype=float)
-    shifts = np.array([[5, 5], [25, 15], [45, 35]], dtype=float)  # the ground-truth centres
+    gt = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], dtype=float)
+    centres = np.array([[5, 5], [25, 25], [45, 45]], dtype=float)  # the ground-truth centres
     # a box of another size and offset that moves with the evidence: slope 1 on both axes
-    assert centre_follow(np.hstack([shifts - 2 + 7, shifts + 2 + 7]), gt) == pytest.approx(1.0)
-    # one that moves half as far along x and not at all along y: (0.5 + 0) / 2
-    half = np.column_stack([shifts[:, 0] / 2, np.full(3, 9.0)])
+    assert centre_follow(np.hstack([centres - 2 + 7, centres + 2 + 7]), gt) == pytest.approx(1.0)
+    # one that moves half as far along x and not at all along y; the axes vary alike, so the
+    # pooled slope is (0.5 + 0) / 2
+    half = np.column_stack([centres[:, 0] / 2, np.full(3, 9.0)])
     assert centre_follow(np.hstack([half - 1, half + 1]), gt) == pytest.approx(0.25)
     # a fixed box: 0; one that moves the other way: negative
     assert centre_follow(np.tile([1.0, 2.0, 3.0, 4.0], (3, 1)), gt) == 0.0
-    assert centre_follow(np.hstack([-shifts, -shifts]), gt) == pytest.approx(-1.0)
+    assert centre_follow(np.hstack([-centres, -centres]), gt) == pytest.approx(-1.0)
     # a ground truth that moves along one axis only is scored on that axis
     gt_x = gt.copy()
     gt_x[:, [1, 3]] = [0, 10]
-    assert centre_follow(np.hstack([shifts, shifts]), gt_x) == pytest.approx(1.0)
+    assert centre_follow(np.hstack([centres, centres]), gt_x) == pytest.approx(1.0)
     # nothing to measure: one image, or a ground truth that never moves
     assert centre_follow(gt[:1], gt[:1]) is None
     assert centre_follow(gt, np.tile(gt[0], (3, 1))) is None
+
+
+def test_follow_compares_centres_relative_to_each_images_size():
+    sizes = np.array([[100, 100], [200, 200], [300, 300]], dtype=float)  # (height, width)
+    relative_gt = np.array([0.2, 0.5, 0.8])
+    gt_centres = relative_gt * sizes[:, 1]
+    gt = np.column_stack([gt_centres - 1, gt_centres - 1, gt_centres + 1, gt_centres + 1])
+    # a box that always sits in the middle of its image: it moves in pixels, not in the image
+    middle = sizes[:, 1] / 2
+    fixed = np.column_stack([middle - 5, middle - 5, middle + 5, middle + 5])
+    assert centre_follow(fixed, gt) > 0.2
+    assert centre_follow(fixed, gt, sizes) == pytest.approx(0.0, abs=1e-12)
+    assert centre_follow(gt, gt, sizes) == pytest.approx(1.0)
 
 
 def test_follow_reaches_the_scores_and_the_table():

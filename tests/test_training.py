@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import pedattr
 from pedattr.data.description import carve_validation
@@ -524,14 +524,50 @@ def test_box_regressors_learn_at_the_scaled_rate(tmp_path: Path, data: Path) -> 
     output = model(torch.rand(4, 3, *TINY_MODEL["input_size"]))
     sum(logits.sum() for logits in output.branch_logits).backward()
     optimizer.step()
+    checked = set()
     for name, param in model.named_parameters():
         moved = (param.detach() - before[name]).abs()
         moved = moved[param.grad.abs() > 1e-6]
         if moved.numel():
             rate = 1e-4 if name in box_names else 1e-3
             assert moved.max().item() == pytest.approx(rate, rel=1e-2), name
+            checked.add(name)
+    assert len(checked & box_names) >= len(box_names) - 1  # the box weights of every level
     # one group, as before the option, when the scale is 1
     assert len(training.parameter_groups(model)) == 1
+
+
+def set_in_run_config(run: Path, section: str, key: str, value) -> None:
+    path = run / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config[section][key] = value
+    path.write_text(yaml.safe_dump(config))
+
+
+def test_resume_takes_the_box_rate_from_the_config_and_reads_older_states(
+    tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 8)  # the second step of epoch 2
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_config(tmp_path, data))
+    run = tmp_path / "run"
+    state = run / "state.safetensors"
+    # A state written before optim.box_lr_scale existed: its group has no "lr_scale".
+    with safe_open(str(state), framework="pt") as handle:
+        meta = json.loads(handle.metadata()["pedattr-state"])
+    tensors = load_file(state)
+    for group in meta["optimizer"]["param_groups"]:
+        del group["lr_scale"]
+    save_file(tensors, state, metadata={"pedattr-state": json.dumps(meta)})
+
+    # Switching between one group and two cannot resume: one message naming the key.
+    set_in_run_config(run, "optim", "box_lr_scale", 0.5)
+    with pytest.raises(TrainingError, match="optim.box_lr_scale"):
+        train(resume=run)
+    set_in_run_config(run, "optim", "box_lr_scale", 1.0)
+    train(resume=run)  # the older state resumes
+    assert [r["epoch"] for r in log_records(run) if r["event"] == "epoch"] == [1, 2]
 
 
 def test_cpu_sync_batchnorm_in_a_process_group_matches_batchnorm() -> None:

@@ -43,7 +43,11 @@ from pedattr.engine.config import (
 )
 from pedattr.engine.demo_settings import DEMO_SETTINGS, DEMO_SPLITS
 from pedattr.engine.distributed import DistributedContext, resolve_device
-from pedattr.engine.evaluation import evaluate_checkpoint, format_localization
+from pedattr.engine.evaluation import (
+    evaluate_checkpoint,
+    format_localization,
+    localization_summary,
+)
 from pedattr.engine.training import Trainer
 
 #: Test images shown in the box grid.
@@ -130,20 +134,6 @@ def _write_figures(checkpoint: Path, description: DatasetDescription, report: di
     return chart, grid
 
 
-def _localization_summary(localization: dict) -> dict:
-    """The numbers the README reports: means over the location-varying attributes."""
-    varying = localization["mean"]["location_varying"]
-    fixed = localization["fixed_box_reference"]["mean"]["location_varying"]
-    return {
-        "location_varying_attributes": varying["attributes"],
-        "best_level_hit_rate": varying["best_level"]["hit_rate"],
-        "best_level_mean_iou": varying["best_level"]["mean_iou"],
-        "best_level_follow": varying["best_level"]["follow"],
-        "max_vote_hit_rate": (varying.get("max_vote") or {}).get("hit_rate"),
-        "fixed_box_hit_rate": fixed["levels"]["fixed"]["hit_rate"],
-    }
-
-
 def run_demo(
     out_dir: str | Path = "runs/demo",
     *,
@@ -207,7 +197,7 @@ def run_demo(
         "test": {
             key: report["metrics"][key] for key in ("mA", "accuracy", "precision", "recall", "f1")
         },
-        "localization": _localization_summary(report["localization"]),
+        "localization": localization_summary(report["localization"]),
         "checkpoint": str(best),
         "figures": {"attribute_mA": str(chart), "attribute_boxes": str(grid)},
         "evaluation": report,
@@ -229,7 +219,7 @@ def _print_summary(summary: dict, out: Path) -> None:
     test, local = summary["test"], summary["localization"]
     _say(
         f"\ndemo finished in {summary['seconds'] / 60:.1f} min: test mA {100 * test['mA']:.1f}, "
-        f"F1 {100 * test['f1']:.1f}; boxes of the {local['location_varying_attributes']} "
+        f"F1 {100 * test['f1']:.1f}; boxes of the {local['count']} "
         f"location-varying attributes hit their ground truth in "
         f"{_percent(local['best_level_hit_rate'])} of positive test images at the best level "
         f"(a fixed box per attribute: {_percent(local['fixed_box_hit_rate'])}); the boxes move "

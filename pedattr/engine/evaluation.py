@@ -508,6 +508,7 @@ def localization_report(
         winning_level=predictions.winners,
         level_names=level_names(config),
         location_varying=varying,
+        image_sizes=sizes,
     )
     fixed = fixed_box_reference(description, sizes, config.attribute_names)
     scores["fixed_box_reference"] = localization_scores(
@@ -517,8 +518,27 @@ def localization_report(
         labels=predictions.labels,
         level_names=("fixed",),
         location_varying=varying,
+        image_sizes=sizes,
     )
     return scores
+
+
+def localization_summary(report: dict) -> dict:
+    """The hit rate, IoU and follow at each attribute's best level (and the max-vote hit rate) of
+    a :func:`localization_report`, averaged over the location-varying attributes when the
+    dataset names them, else over all scored ones; with the fixed box's hit rate."""
+    group = "location_varying" if report["mean"]["location_varying"]["attributes"] else "all"
+    mean = report["mean"][group]
+    reference = report["fixed_box_reference"]["mean"][group]["levels"]["fixed"]
+    return {
+        "attributes": group,
+        "count": mean["attributes"],
+        "best_level_hit_rate": mean["best_level"]["hit_rate"],
+        "best_level_mean_iou": mean["best_level"]["mean_iou"],
+        "best_level_follow": mean["best_level"]["follow"],
+        "max_vote_hit_rate": (mean.get("max_vote") or {}).get("hit_rate"),
+        "fixed_box_hit_rate": reference["hit_rate"],
+    }
 
 
 def fixed_box_reference(

@@ -36,7 +36,7 @@ from pedattr._io import atomic_write_text
 from pedattr.engine.checkpoint import json_safe, load_model
 from pedattr.engine.config import TrainConfig, apply_overrides, read_config_file
 from pedattr.engine.distributed import DistributedContext, resolve_device
-from pedattr.engine.evaluation import evaluate_checkpoint, load_description
+from pedattr.engine.evaluation import evaluate_checkpoint, load_description, localization_summary
 from pedattr.engine.training import RunPaths, Trainer, model_config
 from pedattr.models.complexity import FLOP_CONVENTION, count_flops, count_parameters
 
@@ -220,22 +220,6 @@ def training_seconds(run: Path) -> float:
         return 0.0
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
     return float(sum(r.get("seconds") or 0.0 for r in records if r.get("event") == "epoch"))
-
-
-def localization_summary(report: dict) -> dict:
-    """The hit rate and IoU at each attribute's best level (and the max vote), averaged over the
-    location-varying attributes when the dataset names them, else over all scored ones."""
-    group = "location_varying" if report["mean"]["location_varying"]["attributes"] else "all"
-    mean = report["mean"][group]
-    reference = report["fixed_box_reference"]["mean"][group]["levels"]["fixed"]
-    return {
-        "attributes": group,
-        "count": mean["attributes"],
-        "best_level_hit_rate": mean["best_level"]["hit_rate"],
-        "best_level_mean_iou": mean["best_level"]["mean_iou"],
-        "max_vote_hit_rate": (mean.get("max_vote") or {}).get("hit_rate"),
-        "fixed_box_hit_rate": reference["hit_rate"],
-    }
 
 
 def run_localization(config: TrainConfig, checkpoint: Path) -> dict:

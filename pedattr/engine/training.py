@@ -428,8 +428,9 @@ class Trainer:
             training_weights(self.description, config.data.train_split),
             weighting=config.loss.weighting,
         ).to(context.device)
+        groups = parameter_groups(self.model, config.optim.box_lr_scale)
         self.optimizer = torch.optim.Adam(
-            parameter_groups(self.model, config.optim.box_lr_scale),
+            groups,
             lr=config.optim.lr,
             betas=config.optim.betas,
             weight_decay=config.optim.weight_decay,
@@ -437,7 +438,7 @@ class Trainer:
         self.progress = Progress()
         self.stop_requested: list[int] = []
         if resume:
-            self.progress = load_state(self.paths.state, self.model, self.optimizer, self.scaler)
+            self.progress = self._load_state(groups)
         self.network = wrap_ddp(self.model, context)
         self.train_loader = build_loader(
             self.description,
@@ -522,6 +523,22 @@ class Trainer:
             tqdm.write(message)
 
     # -- training --
+
+    def _load_state(self, groups: list[dict]) -> Progress:
+        """Resume; the rate multipliers come from the run's (possibly edited) configuration."""
+        try:
+            progress = load_state(self.paths.state, self.model, self.optimizer, self.scaler)
+        except ValueError as err:
+            if "parameter groups" not in str(err):
+                raise
+            raise TrainingError(
+                f"{self.paths.state}: saved with {'one' if len(groups) > 1 else 'two'} optimizer "
+                "parameter group(s); optim.box_lr_scale cannot switch between 1 and another "
+                "value on resume"
+            ) from err
+        for group, wanted in zip(self.optimizer.param_groups, groups, strict=True):
+            group["lr_scale"] = wanted["lr_scale"]  # states saved before the option lack it
+        return progress
 
     def _learning_rate(self, epoch: int) -> float:
         optim = self.config.optim

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import Tensor, nn
 
-from pedattr.models.alm import AttributeLocalization
+from pedattr.models.alm import BOX_INITS, AttributeLocalization
 from pedattr.models.backbones import build_backbone
 from pedattr.models.heads import HEADS, AttentionMaskHead, GlobalPoolingHead, RigidPartHead
 from pedattr.models.normalization import InputNormalization
@@ -61,6 +61,7 @@ class ModelConfig:
             ("levels", LEVEL_CHOICES),
             ("top_down", TOP_DOWN_MODES),
             ("head", HEADS),
+            ("box_init", BOX_INITS),
         ):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
