@@ -357,8 +357,9 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
         "--localization",
         action="store_true",
         help="also score the learned boxes against the dataset's ground-truth boxes "
-        "(pointing-game hit rate and mean IoU per attribute and level; ALM on a dataset with "
-        "boxes.json, such as the generated demo set)",
+        "(pointing-game hit rate, mean IoU and how far the boxes follow the evidence, per "
+        "attribute and level, and the same for the peaks of ALM's activation maps; a model "
+        "with boxes on a dataset with boxes.json, such as the generated demo set)",
     )
     p.set_defaults(func=_eval)
 

@@ -38,12 +38,15 @@ and as means over attributes.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+from pedattr.models.alm import AttributeLocalization
 
 #: The ALM levels, lowest (largest map) first, as ModelOutput.boxes orders them.
 LEVEL_NAMES = ("3b", "4d", "5b")
@@ -102,6 +105,40 @@ def level_sizes(model: nn.Module, input_size: tuple[int, int]) -> list[tuple[int
             handle.remove()
         model.train(was_training)
     return sizes
+
+
+@contextmanager
+def recording_activation_peaks(model: nn.Module) -> Iterator[list[Tensor]]:
+    """While active, each forward of ``model`` appends the peaks of its ALMs' activation maps.
+
+    For every image, level and attribute, the cell where
+    :meth:`~pedattr.models.alm.AttributeLocalization.activation_map` is largest, as the centre of
+    its receptive field in network-input pixels (x, y) (step 3 of the mapping above): one
+    [B, L, M, 2] tensor per forward. Models whose levels have no ALM (other heads, the
+    baseline) record nothing.
+    """
+    heads = [h for h in getattr(model, "level_heads", ()) if isinstance(h, AttributeLocalization)]
+    input_height, input_width = model.config.input_size
+    recorded: list[Tensor] = []
+    current: list[Tensor] = []
+
+    def record(head: AttributeLocalization, args: tuple) -> None:
+        maps = head.activation_map(args[0]).float()  # [B, M, h, w]
+        height, width = maps.shape[-2:]
+        cell = maps.flatten(2).argmax(dim=-1)  # [B, M]
+        x = (cell % width + 0.5) * (input_width / width)
+        y = torch.div(cell, width, rounding_mode="floor").add(0.5) * (input_height / height)
+        current.append(torch.stack([x, y], dim=-1))
+        if len(current) == len(heads):
+            recorded.append(torch.stack(current, dim=1).cpu())  # [B, L, M, 2]
+            current.clear()
+
+    handles = [head.register_forward_pre_hook(record) for head in heads]
+    try:
+        yield recorded
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _normalised_to_pixels(

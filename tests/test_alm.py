@@ -126,6 +126,25 @@ def test_boxes_stay_in_paper_ranges():
     assert ((boxes[..., 2:] >= -1) & (boxes[..., 2:] <= 1)).all()
 
 
+def test_activation_map_is_each_classifier_at_every_cell_of_its_reweighted_map():
+    reference, batched = _pair(32, 3, "avg", "border", True, seed=3)
+    x = torch.randn(2, 32, 6, 4, dtype=torch.float64)
+    maps = batched.activation_map(x)
+    assert maps.shape == (2, 3, 6, 4)
+    for m, (att, fc) in enumerate(zip(reference.att_list, reference.fc_list, strict=True)):
+        reweighted = x * att(x) + x  # F_m of the authors' module
+        expected = (fc.weight[0][None, :, None, None] * reweighted).sum(dim=1)
+        torch.testing.assert_close(maps[:, m], expected)
+    # Its mean plus the bias is the logit of a box covering the map (align_corners: s = 1, t = 0
+    # samples exactly the cell centres).
+    with torch.no_grad():
+        for stn in reference.stn_list:
+            stn.weight.zero_()
+            stn.bias.copy_(torch.tensor([40.0, 40.0, 0.0, 0.0]))  # sigmoid(40) = 1 in float64
+    logits, _ = reference(x)
+    torch.testing.assert_close(maps.mean(dim=(2, 3)) + batched.cls_bias, logits)
+
+
 def test_zero_box_init_starts_every_image_at_the_central_box():
     images = torch.randn(3, 32, 6, 3) * 5
     _, default_boxes = AttributeLocalization(32, 4)(images)

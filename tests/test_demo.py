@@ -43,6 +43,7 @@ def test_demo_writes_data_run_figures_and_report(demo: Path) -> None:
     local = report["localization"]
     assert local["attributes"] == "location_varying" and local["count"] > 0
     assert 0 <= local["best_level_hit_rate"] <= 1
+    assert 0 <= local["activation_peak_hit_rate"] <= 1
     model = pedattr.load_model(report["checkpoint"])
     assert model.attribute_names == ATTRIBUTES
     for figure in report["figures"].values():
@@ -91,8 +92,18 @@ def test_eval_localization_matches_a_hand_computation(demo: Path, capsys) -> Non
             original = image.size  # (W, H): the generated size, the model's input size
             pixels = np.asarray(image.convert("RGB"))
             images.append(torch.from_numpy(pixels.copy()).permute(2, 0, 1))
+    level_inputs = []
+    handles = [
+        alm.register_forward_pre_hook(lambda _, args: level_inputs.append(args[0]))
+        for alm in model.alms
+    ]
     with torch.no_grad():
         boxes = model(torch.stack(images)).boxes.numpy()  # [N, 3, M, 4]
+        # each ALM's activation map (checked against the authors' module in test_alm.py)
+        levels = zip(model.alms, level_inputs, strict=True)
+        maps = [alm.activation_map(x).numpy() for alm, x in levels]
+    for handle in handles:
+        handle.remove()
     scale_x, scale_y = original[0] / width, original[1] / height
     names = model.attribute_names
     checked = 0
@@ -129,6 +140,18 @@ def test_eval_localization_matches_a_hand_computation(demo: Path, capsys) -> Non
                 x0, y0, x1, y1 = description.boxes[description.image_names[test[r]]][name]
                 hits.append(x0 <= x <= x1 and y0 <= y <= y1)
             assert entry["levels"][level_name]["hit_rate"] == pytest.approx(np.mean(hits))
+
+            # The activation map's hottest cell, at the centre of its receptive field.
+            peak_hits = []
+            for r in rows:
+                cells = maps[level][r, j]
+                row, col = np.unravel_index(np.argmax(cells), cells.shape)
+                x, y = (col + 0.5) * stride * scale_x, (row + 0.5) * stride * scale_y
+                x0, y0, x1, y1 = description.boxes[description.image_names[test[r]]][name]
+                peak_hits.append(x0 <= x <= x1 and y0 <= y <= y1)
+            peak_entry = scores["activation_peaks"]["attributes"][name]["levels"][level_name]
+            assert peak_entry["hit_rate"] == pytest.approx(np.mean(peak_hits))
+            assert "mean_iou" not in peak_entry
         checked += 1
     assert checked >= 3
 

@@ -18,6 +18,7 @@ from pedattr.localization import (
     localization_scores,
     max_vote_branch,
     pointing_game,
+    recording_activation_peaks,
 )
 from pedattr.models.alm import unnormalize_coords
 from tests.helpers import TINY_MODEL
@@ -287,6 +288,35 @@ def test_follow_reaches_the_scores_and_the_table():
     assert varying["levels"]["a"]["follow"] == pytest.approx(1.0)
     assert varying["best_level"]["follow"] == pytest.approx(1.0)  # a hits every image
     assert "location-varying mean: a 1.00, b 0.00" in format_localization_table(scores)
+
+
+def test_activation_peaks_are_the_centres_of_the_hottest_cells(monkeypatch):
+    model = pedattr.build_model("alm", num_attrs=2, **TINY_MODEL).eval()  # input 64x32
+    sizes = level_sizes(model, TINY_MODEL["input_size"])
+
+    def hot(h: int, w: int) -> list[tuple[int, int]]:
+        """(row, column) of the hottest cell of each attribute on an h x w level."""
+        return [(h - 1, w - 1), (h // 2, 0)]
+
+    def fake_map(self, x):
+        h, w = sizes[list(model.alms).index(self)]
+        maps = torch.zeros(x[0].features.shape[0], 2, h, w)
+        for m, (row, col) in enumerate(hot(h, w)):
+            maps[:, m, row, col] = 1.0
+        return maps
+
+    monkeypatch.setattr(type(model.alms[0]), "activation_map", fake_map)
+    with recording_activation_peaks(model) as recorded:
+        model(torch.rand(3, 3, 64, 32))
+    (peaks,) = recorded
+    assert peaks.shape == (3, len(sizes), 2, 2)
+    for k, (h, w) in enumerate(sizes):
+        stride_y, stride_x = 64 / h, 32 / w
+        for m, (row, col) in enumerate(hot(h, w)):
+            expected = [(col + 0.5) * stride_x, (row + 0.5) * stride_y]
+            assert peaks[0, k, m].tolist() == pytest.approx(expected)
+    model(torch.rand(1, 3, 64, 32))
+    assert len(recorded) == 1  # nothing is recorded once the block is left
 
 
 def test_mismatched_inputs_are_refused(hand_made):

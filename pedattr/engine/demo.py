@@ -223,7 +223,8 @@ def _print_summary(summary: dict, out: Path) -> None:
         f"location-varying attributes hit their ground truth in "
         f"{_percent(local['best_level_hit_rate'])} of positive test images at the best level "
         f"(a fixed box per attribute: {_percent(local['fixed_box_hit_rate'])}); the boxes move "
-        f"{_slope(local['best_level_follow'])} as far as the evidence does\n"
+        f"{_slope(local['best_level_follow'])} as far as the evidence does, while the peaks of "
+        f"their activation maps hit it in {_percent(local['activation_peak_hit_rate'])}\n"
         f"wrote {out / 'report.json'}, {summary['figures']['attribute_mA']}, "
         f"{summary['figures']['attribute_boxes']}"
     )

@@ -36,6 +36,7 @@ from pedattr.localization import (
     level_sizes,
     localization_scores,
     max_vote_branch,
+    recording_activation_peaks,
 )
 from pedattr.metrics import compute_metrics, format_metrics_table
 
@@ -112,6 +113,9 @@ class Predictions:
         winners: int64 [N, M], the branch whose logit won the max vote (levels in order, then
             the global branch, :func:`pedattr.localization.max_vote_branch`); None for the
             baseline.
+        peaks: float32 [N, levels, M, 2], where each ALM's activation map peaks, (x, y) in
+            network-input pixels (:func:`pedattr.localization.recording_activation_peaks`);
+            None unless asked for.
     """
 
     indices: np.ndarray
@@ -119,6 +123,7 @@ class Predictions:
     probs: np.ndarray
     boxes: np.ndarray | None = None
     winners: np.ndarray | None = None
+    peaks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -140,9 +145,8 @@ class Predictions:
             labels=np.concatenate([part.labels for part in parts]),
             probs=np.concatenate([part.probs for part in parts]),
             boxes=np.concatenate([part.boxes for part in parts]) if all(with_boxes) else None,
-            winners=np.concatenate([part.winners for part in parts])
-            if all(part.winners is not None for part in parts)
-            else None,
+            winners=_concatenate_optional([part.winners for part in parts]),
+            peaks=_concatenate_optional([part.peaks for part in parts]),
         )
 
     def sorted_by_index(self) -> Predictions:
@@ -158,7 +162,12 @@ class Predictions:
             probs=self.probs[first].copy(),
             boxes=None if self.boxes is None else self.boxes[first].copy(),
             winners=None if self.winners is None else self.winners[first].copy(),
+            peaks=None if self.peaks is None else self.peaks[first].copy(),
         )
+
+
+def _concatenate_optional(arrays: list[np.ndarray | None]) -> np.ndarray | None:
+    return np.concatenate(arrays) if all(a is not None for a in arrays) else None
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -175,6 +184,7 @@ def predict_loader(
     tracker: FailureTracker | None = None,
     autocast_dtype: torch.dtype | None = None,
     description: str = "evaluate",
+    peaks: bool = False,
 ) -> Predictions:
     """Run ``model`` over the batches of an evaluation loader.
 
@@ -189,6 +199,7 @@ def predict_loader(
         autocast_dtype: run the forward under ``torch.autocast`` with this dtype (e.g.
             ``torch.bfloat16``); probabilities are computed in float32 either way.
         description: the progress bar's label.
+        peaks: also record where each ALM's activation map peaks (``Predictions.peaks``).
 
     Returns:
         The predictions in loader order (not de-duplicated; see
@@ -208,7 +219,7 @@ def predict_loader(
                     tracker.update(batch)
                 if len(batch.images) == 0:
                     continue
-                parts.append(_predict_batch(model, batch, device, autocast_dtype))
+                parts.append(_predict_batch(model, batch, device, autocast_dtype, peaks))
     finally:
         model.train(was_training)
     if tracker is not None:
@@ -219,13 +230,18 @@ def predict_loader(
 
 
 def _predict_batch(
-    model: nn.Module, batch: Batch, device: torch.device, autocast_dtype: torch.dtype | None
+    model: nn.Module,
+    batch: Batch,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    peaks: bool = False,
 ) -> Predictions:
     images = batch.images.to(device, non_blocking=True)
     inputs = {}
     if batch.part_boxes is not None:  # per-image body parts for a rigid-parts model
         inputs["part_boxes"] = batch.part_boxes.to(device, non_blocking=True)
-    with _autocast(device, autocast_dtype):
+    recorder = recording_activation_peaks(_unwrap(model)) if peaks else contextlib.nullcontext()
+    with _autocast(device, autocast_dtype), recorder as recorded:
         output = model(images, **inputs)
     # Sigmoid in float32: in half precision, probabilities near 1 round to exactly 1.0.
     probs = torch.sigmoid(output.logits.float())
@@ -239,6 +255,7 @@ def _predict_batch(
         probs=probs.cpu().numpy(),
         boxes=boxes,
         winners=winners,
+        peaks=recorded[0].numpy() if peaks and recorded else None,
     )
 
 
@@ -275,13 +292,14 @@ def predict_split(
     device: torch.device | str = "cpu",
     tracker: FailureTracker | None = None,
     part_regions: Mapping[str, dict] | None = None,
+    peaks: bool = False,
 ) -> Predictions:
     """Predictions of ``model`` over one split of a prepared dataset, at the model's input size.
 
     The model is moved to ``device``. Unreadable images are skipped and counted by ``tracker``
     (a default :class:`FailureTracker` when None: at most 1 % may fail). ``part_regions``
     (:func:`pedattr.models.part_regions.read_part_file`) places a rigid-parts model's parts per
-    image.
+    image; ``peaks`` records where the ALMs' activation maps peak.
     """
     device = torch.device(device)
     model.to(device)
@@ -296,7 +314,9 @@ def predict_split(
         part_regions=part_regions,
     )
     tracker = tracker if tracker is not None else FailureTracker()
-    return predict_loader(model, loader, device=device, tracker=tracker, description=split)
+    return predict_loader(
+        model, loader, device=device, tracker=tracker, description=split, peaks=peaks
+    )
 
 
 def resolve_thresholds(model: nn.Module, checkpoint: str | os.PathLike, mode: str) -> Any:
@@ -408,6 +428,7 @@ def evaluate_checkpoint(
         device=device,
         tracker=tracker,
         part_regions=read_part_regions(part_regions, model.config),
+        peaks=localization,
     )
     metrics = compute_metrics(predictions.labels, predictions.probs, chosen)
     names = list(model.attribute_names)
@@ -485,7 +506,9 @@ def localization_report(
     level and at the level that won the max vote. The dataset may name the attributes whose
     position varies from image to image (the generator does), which get their own mean.
     ``fixed_box_reference`` scores a box that ignores the image (:func:`fixed_box_reference`)
-    the same way, for comparison.
+    the same way, for comparison. When the predictions carry the peaks of the ALMs' activation
+    maps, ``activation_peaks`` scores those points the same way (hit rate and follow; a point
+    has no IoU): where the level's features put each attribute's evidence, box or not.
     """
     _check_localizable(model, description, "the model")
     config = model.config
@@ -510,6 +533,10 @@ def localization_report(
         location_varying=varying,
         image_sizes=sizes,
     )
+    if predictions.peaks is not None:
+        scores["activation_peaks"] = _activation_peak_scores(
+            predictions.peaks, config, sizes, ground_truth, predictions.labels, varying
+        )
     fixed = fixed_box_reference(description, sizes, config.attribute_names)
     scores["fixed_box_reference"] = localization_scores(
         fixed[:, None],
@@ -521,6 +548,37 @@ def localization_report(
         image_sizes=sizes,
     )
     return scores
+
+
+def _activation_peak_scores(
+    peaks: np.ndarray,
+    config: Any,
+    image_size: np.ndarray,
+    ground_truth: list[dict],
+    labels: np.ndarray,
+    varying: Any,
+) -> dict[str, Any]:
+    """Score activation-map peaks ([N, L, M, 2] input pixels) as zero-size boxes."""
+    input_height, input_width = config.input_size
+    scale = image_size[:, ::-1] / np.array([input_width, input_height])  # [N, 2] (x, y)
+    points = peaks * scale[:, None, None, :]
+    scores = localization_scores(
+        np.concatenate([points, points], axis=-1),
+        ground_truth,
+        list(config.attribute_names),
+        labels=labels,
+        level_names=level_names(config),
+        location_varying=varying,
+        image_sizes=image_size,
+    )
+    return _without_iou(scores)
+
+
+def _without_iou(value: Any) -> Any:
+    """A copy of a scores dict without its ``mean_iou`` entries (a point has no IoU)."""
+    if isinstance(value, dict):
+        return {k: _without_iou(v) for k, v in value.items() if k != "mean_iou"}
+    return value
 
 
 def localization_summary(report: dict) -> dict:
@@ -536,6 +594,11 @@ def localization_summary(report: dict) -> dict:
         "best_level_hit_rate": mean["best_level"]["hit_rate"],
         "best_level_mean_iou": mean["best_level"]["mean_iou"],
         "best_level_follow": mean["best_level"]["follow"],
+        "activation_peak_hit_rate": (
+            report["activation_peaks"]["mean"][group]["best_level"]["hit_rate"]
+            if "activation_peaks" in report
+            else None
+        ),
         "max_vote_hit_rate": (mean.get("max_vote") or {}).get("hit_rate"),
         "fixed_box_hit_rate": reference["hit_rate"],
     }
@@ -597,6 +660,20 @@ def format_localization(scores: dict[str, Any]) -> str:
     from pedattr.localization import format_localization_table
 
     lines = [format_localization_table(scores)]
+    peaks = scores.get("activation_peaks")
+    if peaks:
+        for group in ("location_varying", "all"):
+            mean = peaks["mean"][group]
+            if mean["attributes"]:
+                cells = ", ".join(
+                    f"{level} {100 * mean['levels'][level]['hit_rate']:.1f} %"
+                    for level in peaks["levels"]
+                )
+                lines.append(
+                    f"peaks of the activation maps (each classifier at every cell), "
+                    f"{group.replace('_', '-')} mean hit: {cells}; best level "
+                    f"{100 * mean['best_level']['hit_rate']:.1f} %"
+                )
     reference = scores.get("fixed_box_reference")
     if reference:
         for group in ("location_varying", "all"):

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pedattr.models.pyramid import Level, ResizedMap
+from pedattr.models.pyramid import Level, ResizedMap, dense_level
 
 BOX_POOLINGS = ("avg", "max")
 PADDING_MODES = ("border", "zeros")
@@ -310,6 +310,28 @@ class AttributeLocalization(nn.Module):
 
         logits = (f_sampled * self.cls_weight).sum(dim=-1) + self.cls_bias  # [B, M]   eq. 4
         return logits, boxes
+
+    def activation_map(self, x: Tensor | Level) -> Tensor:
+        """Each attribute's classifier applied at every cell of its re-weighted map F_m.
+
+        ``A_m[h, w] = Linear_m(F_m[:, h, w]) - b_m``: the class activation map of eq. 4's
+        classifier, whose mean over the cells plus the bias is the logit a box covering the
+        whole map would give. Its peak says where the level's features put the attribute's
+        evidence, whatever the box does (``pedattr eval --localization`` scores both).
+
+        Args:
+            x: the level's features, as :meth:`forward` takes them.
+
+        Returns:
+            [B, M, H, W].
+        """
+        x_dense = dense_level(x)  # [B, C, H, W]
+        height, width = (int(v) for v in x_dense.shape[-2:])
+        weights = self.cls_weight.expand(x_dense.shape[0], -1, -1)  # [B, M, C]
+        if self.use_channel_attention:
+            weights = weights * (1 + self.channel_attention(x_dense.mean(dim=(2, 3))))
+        maps = torch.bmm(weights, _flatten_last_two(x_dense))  # [B, M, H*W]
+        return maps.reshape(-1, self.num_attrs, height, width)
 
     def extra_repr(self) -> str:
         return (
