@@ -358,8 +358,8 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also score the learned boxes against the dataset's ground-truth boxes "
         "(pointing-game hit rate, mean IoU and how far the boxes follow the evidence, per "
-        "attribute and level, and the same for the peaks of ALM's activation maps; a model "
-        "with boxes on a dataset with boxes.json, such as the generated demo set)",
+        "attribute and level, and hit rate and follow of the peaks of ALM's activation maps; "
+        "a model with boxes on a dataset with boxes.json, such as the generated demo set)",
     )
     p.set_defaults(func=_eval)
 

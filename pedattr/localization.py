@@ -114,20 +114,25 @@ def recording_activation_peaks(model: nn.Module) -> Iterator[list[Tensor]]:
     For every image, level and attribute, the cell where
     :meth:`~pedattr.models.alm.AttributeLocalization.activation_map` is largest, as the centre of
     its receptive field in network-input pixels (x, y) (step 3 of the mapping above): one
-    [B, L, M, 2] tensor per forward. Models whose levels have no ALM (other heads, the
-    baseline) record nothing.
+    [B, L, M, 2] tensor per forward. The maps are computed in float32 without gradients, also
+    under autocast. Models whose levels have no ALM (other heads, the baseline) record nothing.
     """
+    model = getattr(model, "module", model)  # a DistributedDataParallel wrapper
     heads = [h for h in getattr(model, "level_heads", ()) if isinstance(h, AttributeLocalization)]
     input_height, input_width = model.config.input_size
     recorded: list[Tensor] = []
     current: list[Tensor] = []
 
     def record(head: AttributeLocalization, args: tuple) -> None:
-        maps = head.activation_map(args[0]).float()  # [B, M, h, w]
+        if head is heads[0]:
+            current.clear()  # a forward that failed half-way left its levels behind
+        device_type = head.cls_weight.device.type
+        with torch.no_grad(), torch.autocast(device_type, enabled=False):
+            maps = head.activation_map(args[0])  # [B, M, h, w], float32
         height, width = maps.shape[-2:]
         cell = maps.flatten(2).argmax(dim=-1)  # [B, M]
-        x = (cell % width + 0.5) * (input_width / width)
-        y = torch.div(cell, width, rounding_mode="floor").add(0.5) * (input_height / height)
+        x = cell_centre(cell % width, width, input_width)
+        y = cell_centre(torch.div(cell, width, rounding_mode="floor"), height, input_height)
         current.append(torch.stack([x, y], dim=-1))
         if len(current) == len(heads):
             recorded.append(torch.stack(current, dim=1).cpu())  # [B, L, M, 2]
@@ -141,13 +146,19 @@ def recording_activation_peaks(model: nn.Module) -> Iterator[list[Tensor]]:
             handle.remove()
 
 
+def cell_centre(cell: Any, cells: Any, pixels: float) -> Any:
+    """Step 3 of the mapping: (fractional) cell index -> centre of its receptive field, in
+    network-input pixels, on an axis of ``cells`` cells spanning ``pixels`` pixels."""
+    return (cell + 0.5) * (pixels / cells)
+
+
 def _normalised_to_pixels(
     u: np.ndarray, cells: np.ndarray, pixels: float, align_corners: bool
 ) -> np.ndarray:
     """Normalised sampler coordinate -> fractional cell -> its receptive-field centre."""
     # grid_sample's unnormalisation: -1/1 are the end cells' centres (True) or the map's edges.
     cell = (u + 1) / 2 * (cells - 1) if align_corners else ((u + 1) * cells - 1) / 2
-    return (cell + 0.5) * (pixels / cells)
+    return cell_centre(cell, cells, pixels)
 
 
 def _per_image_size(image_size: Any, n: int, default: tuple[int, int]) -> np.ndarray:
@@ -160,6 +171,25 @@ def _per_image_size(image_size: Any, n: int, default: tuple[int, int]) -> np.nda
     if sizes.shape != (n, 2):
         raise ValueError(f"image_size must be (H, W) or [N, 2] for N={n}, got {sizes.shape}")
     return sizes
+
+
+def _input_to_image(image: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """Per-axis scale (x, y) from the network input to images of (H, W) ``image`` [..., 2]."""
+    height, width = input_size
+    return np.stack([image[..., 1] / width, image[..., 0] / height], axis=-1)
+
+
+def points_to_pixels(
+    points: Any, *, input_size: tuple[int, int], image_size: Any = None
+) -> np.ndarray:
+    """Points in network-input pixels, [N, L, M, 2] (x, y), -> pixels of the original images.
+
+    ``image_size`` is as for :func:`boxes_to_pixels`: the images' (H, W), one for all or [N, 2];
+    None keeps the input size.
+    """
+    p = _to_numpy(points).astype(np.float64)
+    image = _per_image_size(image_size, len(p), tuple(input_size))[:, None, None, :]
+    return p * _input_to_image(image, input_size)
 
 
 def boxes_to_pixels(
@@ -201,8 +231,8 @@ def boxes_to_pixels(
     y0 = _normalised_to_pixels(t_y - s_y, rows, height, align_corners)
     y1 = _normalised_to_pixels(t_y + s_y, rows, height, align_corners)
     image = _per_image_size(image_size, len(b), (height, width))[:, None, None, :]  # [N,1,1,2]
-    scale_y, scale_x = image[..., 0] / height, image[..., 1] / width
-    pixels = np.stack([x0 * scale_x, y0 * scale_y, x1 * scale_x, y1 * scale_y], axis=-1)
+    scale = _input_to_image(image, input_size)  # [N, 1, 1, 2] (x, y)
+    pixels = np.stack([x0, y0, x1, y1], axis=-1) * np.concatenate([scale, scale], axis=-1)
     if clip:
         limit = np.stack([image[..., 1], image[..., 0]] * 2, axis=-1)  # W, H, W, H
         pixels = np.clip(pixels, 0.0, limit)

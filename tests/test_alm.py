@@ -126,13 +126,23 @@ def test_boxes_stay_in_paper_ranges():
     assert ((boxes[..., 2:] >= -1) & (boxes[..., 2:] <= 1)).all()
 
 
-def test_activation_map_is_each_classifier_at_every_cell_of_its_reweighted_map():
-    reference, batched = _pair(32, 3, "avg", "border", True, seed=3)
+@pytest.mark.parametrize("channel_attention", [True, False])
+def test_activation_map_is_each_classifier_at_every_cell_of_its_reweighted_map(channel_attention):
+    torch.manual_seed(3)
+    options = dict(box_pooling="avg", padding_mode="border", align_corners=True)
+    reference = ReferenceALMLevel(3, 32, channel_attention=channel_attention, **options).double()
+    batched = AttributeLocalization(32, 3, channel_attention=channel_attention, **options)
+    batched = batched.double()
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.normal_(0, 0.3)
+    copy_reference_into_batched(reference, batched)
     x = torch.randn(2, 32, 6, 4, dtype=torch.float64)
     maps = batched.activation_map(x)
     assert maps.shape == (2, 3, 6, 4)
-    for m, (att, fc) in enumerate(zip(reference.att_list, reference.fc_list, strict=True)):
-        reweighted = x * att(x) + x  # F_m of the authors' module
+    attentions = reference.att_list or [None] * 3
+    for m, (att, fc) in enumerate(zip(attentions, reference.fc_list, strict=True)):
+        reweighted = x if att is None else x * att(x) + x  # F_m of the authors' module
         expected = (fc.weight[0][None, :, None, None] * reweighted).sum(dim=1)
         torch.testing.assert_close(maps[:, m], expected)
     # Its mean plus the bias is the logit of a box covering the map (align_corners: s = 1, t = 0

@@ -18,6 +18,7 @@ from pedattr.localization import (
     localization_scores,
     max_vote_branch,
     pointing_game,
+    points_to_pixels,
     recording_activation_peaks,
 )
 from pedattr.models.alm import unnormalize_coords
@@ -314,9 +315,31 @@ def test_activation_peaks_are_the_centres_of_the_hottest_cells(monkeypatch):
         stride_y, stride_x = 64 / h, 32 / w
         for m, (row, col) in enumerate(hot(h, w)):
             expected = [(col + 0.5) * stride_x, (row + 0.5) * stride_y]
-            assert peaks[0, k, m].tolist() == pytest.approx(expected)
+            for image in range(3):
+                assert peaks[image, k, m].tolist() == pytest.approx(expected)
     model(torch.rand(1, 3, 64, 32))
     assert len(recorded) == 1  # nothing is recorded once the block is left
+
+
+def test_peaks_are_recorded_for_alm_levels_only():
+    images = torch.rand(2, 3, *TINY_MODEL["input_size"])
+    top = pedattr.build_model("alm", num_attrs=3, levels="top", **TINY_MODEL).eval()
+    with recording_activation_peaks(top) as recorded:
+        top(images)
+    assert [tuple(p.shape) for p in recorded] == [(2, 1, 3, 2)]
+    masks = pedattr.build_model("alm", num_attrs=3, head="attention", **TINY_MODEL).eval()
+    with recording_activation_peaks(masks) as recorded:
+        masks(images)
+    assert recorded == []
+
+
+def test_points_scale_from_the_input_to_each_image():
+    points = np.array([[8.0, 16.0], [32.0, 0.0]]).reshape(2, 1, 1, 2)  # (x, y), input 64x32
+    sizes = np.array([[128, 32], [32, 96]])  # (H, W): twice as tall; half as tall, 3x as wide
+    pixels = points_to_pixels(points, input_size=(64, 32), image_size=sizes)
+    assert pixels[:, 0, 0].tolist() == [[8.0, 32.0], [96.0, 0.0]]
+    same = points_to_pixels(points, input_size=(64, 32))
+    assert same.tolist() == points.tolist()
 
 
 def test_mismatched_inputs_are_refused(hand_made):

@@ -36,6 +36,7 @@ from pedattr.localization import (
     level_sizes,
     localization_scores,
     max_vote_branch,
+    points_to_pixels,
     recording_activation_peaks,
 )
 from pedattr.metrics import compute_metrics, format_metrics_table
@@ -243,6 +244,8 @@ def _predict_batch(
     recorder = recording_activation_peaks(_unwrap(model)) if peaks else contextlib.nullcontext()
     with _autocast(device, autocast_dtype), recorder as recorded:
         output = model(images, **inputs)
+    if peaks and len(recorded) > 1:
+        raise RuntimeError(f"one forward recorded {len(recorded)} sets of activation peaks")
     # Sigmoid in float32: in half precision, probabilities near 1 round to exactly 1.0.
     probs = torch.sigmoid(output.logits.float())
     boxes = winners = None
@@ -559,9 +562,7 @@ def _activation_peak_scores(
     varying: Any,
 ) -> dict[str, Any]:
     """Score activation-map peaks ([N, L, M, 2] input pixels) as zero-size boxes."""
-    input_height, input_width = config.input_size
-    scale = image_size[:, ::-1] / np.array([input_width, input_height])  # [N, 2] (x, y)
-    points = peaks * scale[:, None, None, :]
+    points = points_to_pixels(peaks, input_size=config.input_size, image_size=image_size)
     scores = localization_scores(
         np.concatenate([points, points], axis=-1),
         ground_truth,
@@ -581,6 +582,14 @@ def _without_iou(value: Any) -> Any:
     return value
 
 
+def _peak_summary(peaks: dict | None, group: str) -> dict:
+    best = peaks["mean"][group]["best_level"] if peaks else {}
+    return {
+        "activation_peak_hit_rate": best.get("hit_rate"),
+        "activation_peak_follow": best.get("follow"),
+    }
+
+
 def localization_summary(report: dict) -> dict:
     """The hit rate, IoU and follow at each attribute's best level (and the max-vote hit rate) of
     a :func:`localization_report`, averaged over the location-varying attributes when the
@@ -594,11 +603,7 @@ def localization_summary(report: dict) -> dict:
         "best_level_hit_rate": mean["best_level"]["hit_rate"],
         "best_level_mean_iou": mean["best_level"]["mean_iou"],
         "best_level_follow": mean["best_level"]["follow"],
-        "activation_peak_hit_rate": (
-            report["activation_peaks"]["mean"][group]["best_level"]["hit_rate"]
-            if "activation_peaks" in report
-            else None
-        ),
+        **_peak_summary(report.get("activation_peaks"), group),
         "max_vote_hit_rate": (mean.get("max_vote") or {}).get("hit_rate"),
         "fixed_box_hit_rate": reference["hit_rate"],
     }
@@ -669,10 +674,12 @@ def format_localization(scores: dict[str, Any]) -> str:
                     f"{level} {100 * mean['levels'][level]['hit_rate']:.1f} %"
                     for level in peaks["levels"]
                 )
+                follow = mean["best_level"].get("follow")
                 lines.append(
                     f"peaks of the activation maps (each classifier at every cell), "
                     f"{group.replace('_', '-')} mean hit: {cells}; best level "
-                    f"{100 * mean['best_level']['hit_rate']:.1f} %"
+                    f"{100 * mean['best_level']['hit_rate']:.1f} %, follow "
+                    f"{'-' if follow is None else f'{follow:.2f}'}"
                 )
     reference = scores.get("fixed_box_reference")
     if reference:

@@ -325,7 +325,7 @@ class AttributeLocalization(nn.Module):
         Returns:
             [B, M, H, W].
         """
-        x_dense = dense_level(x)  # [B, C, H, W]
+        x_dense = dense_level(x).to(self.cls_weight.dtype)  # [B, C, H, W]
         height, width = (int(v) for v in x_dense.shape[-2:])
         weights = self.cls_weight.expand(x_dense.shape[0], -1, -1)  # [B, M, C]
         if self.use_channel_attention:
