@@ -247,6 +247,30 @@ def test_boxes_are_image_pixels_from_boxes_to_pixels(predictor, model, picture):
     assert prediction.winning_level == {n: branches[w] for n, w in zip(NAMES, winners, strict=True)}
 
 
+def test_peaks_are_the_activation_map_maxima_in_image_pixels(predictor, model, picture):
+    [prediction] = predictor.predict(picture)
+    tensor = torch.from_numpy(np.ascontiguousarray(picture)).permute(2, 0, 1)
+    resized = TF.resize(tensor, list(model.config.input_size), antialias=True)
+    inputs = []
+    record = lambda _, args: inputs.append(args[0])  # noqa: E731 - each level's input
+    handles = [alm.register_forward_pre_hook(record) for alm in model.alms]
+    with torch.no_grad():
+        model(resized[None])
+        maps = [alm.activation_map(x)[0] for alm, x in zip(model.alms, inputs, strict=True)]
+    for handle in handles:
+        handle.remove()
+    height, width = picture.shape[:2]
+    input_height, input_width = model.config.input_size
+    for m, name in enumerate(NAMES):
+        assert list(prediction.peaks[name]) == ["level1", "level2", "level3"]
+        for j, (x, y) in enumerate(prediction.peaks[name].values()):
+            cells = maps[j][m]
+            row, col = divmod(int(cells.argmax()), cells.shape[1])
+            expected_x = (col + 0.5) * input_width / cells.shape[1] * width / input_width
+            expected_y = (row + 0.5) * input_height / cells.shape[0] * height / input_height
+            assert (x, y) == pytest.approx((expected_x, expected_y))
+
+
 def test_boxes_scale_with_the_image(predictor, picture):
     """The same picture at twice the size resizes to nearly the same input: boxes double."""
     big = np.repeat(np.repeat(picture, 2, axis=0), 2, axis=1)
@@ -264,7 +288,7 @@ def test_level_names_and_the_baseline():
     torch.manual_seed(0)
     baseline = pedattr.build_model("baseline", attribute_names=NAMES, **TINY_MODEL)
     [prediction] = Predictor(baseline).predict(np.zeros((8, 4, 3), np.uint8))
-    assert prediction.boxes == {}
+    assert prediction.boxes == {} and prediction.peaks == {}
     assert set(prediction.winning_level.values()) == {GLOBAL_BRANCH}
 
 
@@ -274,6 +298,7 @@ def test_to_dict_is_json(predictor, picture):
     assert record["image_size"] == {"height": 50, "width": 24}
     assert record["probabilities"] == prediction.probabilities
     assert record["boxes"]["Reddish"]["level2"] == list(prediction.boxes["Reddish"]["level2"])
+    assert record["peaks"]["Reddish"]["level2"] == list(prediction.peaks["Reddish"]["level2"])
     assert "preview" not in record
 
 
@@ -326,6 +351,20 @@ def test_draw_attribute_boxes_upscales_and_places_boxes():
     assert overlay.getpixel((offset + round(20 * scale), round(55 * scale))) == (0, 0, 0)
     with pytest.raises(ValueError, match="unknown levels"):
         draw_attribute_boxes(image, fake_prediction(), levels=["6a"])
+
+
+def test_activation_peaks_are_drawn_as_crosses_in_the_level_colour():
+    image = Image.new("RGB", (40, 80), (0, 0, 0))
+    prediction = fake_prediction()
+    plain = draw_attribute_boxes(image, prediction, levels=["3b"])
+    scale = 256 / 80
+    offset = (plain.width - 128) // 2
+    centre = (offset + round(20 * scale), round(12.5 * scale))  # inside Hat's 3b box
+    assert plain.getpixel(centre) == (0, 0, 0)
+    point = {"3b": (20.0, 12.5), "4d": (1.0, 1.0), "5b": (1.0, 1.0)}
+    prediction.peaks = {"Hat": point, "Bag": point}
+    marked = draw_attribute_boxes(image, prediction, levels=["3b"])
+    assert marked.getpixel(centre) == level_colour(0)
 
 
 def test_attribute_box_grid_writes_a_png(tmp_path):

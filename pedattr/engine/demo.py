@@ -129,7 +129,8 @@ def _write_figures(checkpoint: Path, description: DatasetDescription, report: di
         out / "attribute_boxes.png",
         by="attribute",
         split_levels=False,
-        title="each predicted attribute's box at the three pyramid levels, on test images",
+        title="each predicted attribute's box at the three pyramid levels, and (+) where each "
+        "level's activation map peaks, on test images",
     )
     return chart, grid
 

@@ -49,7 +49,14 @@ from pedattr.data.dataset import (
 from pedattr.engine.checkpoint import json_safe, load_model
 from pedattr.engine.distributed import resolve_device
 from pedattr.engine.evaluation import resolve_thresholds
-from pedattr.localization import boxes_to_pixels, level_names, level_sizes, max_vote_branch
+from pedattr.localization import (
+    boxes_to_pixels,
+    level_names,
+    level_sizes,
+    max_vote_branch,
+    points_to_pixels,
+    recording_activation_peaks,
+)
 from pedattr.models.model import AttributeModel
 
 #: Anything :meth:`Predictor.predict` takes as one image.
@@ -275,6 +282,10 @@ class Prediction:
         crop: (x0, y0, x1, y1) of the frame this image was cut from, for a video crop.
         preview: the RGB image (at most :data:`PREVIEW_MAX_SIDE` pixels on its longer side),
             kept only when asked for (``keep_images=True``), for drawing boxes.
+        peaks: attribute name -> level name -> (x, y) in pixels of the image: where the level's
+            activation map for the attribute peaks (each ALM's classifier applied at every
+            cell; :func:`pedattr.localization.recording_activation_peaks`); empty for a model
+            without ALM levels.
     """
 
     source: str
@@ -286,6 +297,7 @@ class Prediction:
     frame: int | None = None
     crop: tuple[int, int, int, int] | None = None
     preview: Image.Image | None = field(default=None, repr=False, compare=False)
+    peaks: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -309,6 +321,10 @@ class Prediction:
                     for name, levels in self.boxes.items()
                 },
                 "winning_level": dict(self.winning_level),
+                "peaks": {
+                    name: {level: list(point) for level, point in levels.items()}
+                    for name, levels in self.peaks.items()
+                },
             }
         )
 
@@ -506,7 +522,12 @@ class Predictor:
     def _forward(self, prepared: list[_Prepared]) -> list[Prediction]:
         """One forward pass over a batch of resized images, as the evaluation runs it."""
         images = torch.stack([p.pixels for p in prepared]).to(self.device)
-        output = self.model(images)
+        with recording_activation_peaks(self.model) as recorded:
+            output = self.model(images)
+        sizes = [p.image_size for p in prepared]
+        peaks = None
+        if recorded:
+            peaks = points_to_pixels(recorded[0], input_size=self.input_size, image_size=sizes)
         # Sigmoid in float32, as in evaluation: half-precision probabilities round to 1.0.
         probs = torch.sigmoid(output.logits.float()).cpu().numpy().astype(np.float64)
         # ALM's branches are the levels then the global one; the baseline has only the latter.
@@ -518,11 +539,11 @@ class Predictor:
                 output.boxes,
                 level_sizes=self._level_sizes,
                 input_size=self.input_size,
-                image_size=[p.image_size for p in prepared],
+                image_size=sizes,
                 align_corners=self.model.config.align_corners,
             )
         return [
-            self._prediction(p, probs[k], winners[k], branch_names, pixel_boxes, k)
+            self._prediction(p, probs[k], winners[k], branch_names, pixel_boxes, peaks, k)
             for k, p in enumerate(prepared)
         ]
 
@@ -533,29 +554,34 @@ class Predictor:
         winners: np.ndarray,
         branch_names: tuple[str, ...],
         pixel_boxes: np.ndarray | None,
+        peaks: np.ndarray | None,
         k: int,
     ) -> Prediction:
         names = self.attribute_names
-        boxes: dict[str, dict[str, Box]] = {}
-        if pixel_boxes is not None:
-            boxes = {
-                name: {
-                    level: tuple(float(v) for v in pixel_boxes[k, j, m])
-                    for j, level in enumerate(self.level_names)
-                }
-                for m, name in enumerate(names)
-            }
         item = prepared.item
         return Prediction(
             source=item.source,
             image_size=prepared.image_size,
             probabilities={name: float(p) for name, p in zip(names, probs, strict=True)},
             attributes=[n for n, p, t in zip(names, probs, self.thresholds, strict=True) if p > t],
-            boxes=boxes,
+            boxes=self._per_level(pixel_boxes, k),
             winning_level={
                 name: branch_names[int(w)] for name, w in zip(names, winners, strict=True)
             },
             frame=item.frame,
             crop=item.crop,
             preview=prepared.preview,
+            peaks=self._per_level(peaks, k),
         )
+
+    def _per_level(self, values: np.ndarray | None, k: int) -> dict[str, dict[str, tuple]]:
+        """Image k's [L, M, D] values as attribute -> level -> tuple; empty when None."""
+        if values is None:
+            return {}
+        return {
+            name: {
+                level: tuple(float(v) for v in values[k, j, m])
+                for j, level in enumerate(self.level_names)
+            }
+            for m, name in enumerate(self.attribute_names)
+        }

@@ -4,8 +4,10 @@ Boxes come from :class:`~pedattr.inference.predictor.Prediction` (pixels of the 
 and are drawn in one colour per pyramid level, the same colours everywhere (:func:`level_colour`):
 red for the lowest level (3b), green for the middle one (4d), blue for the top one (5b). Pedestrian
 crops are small (often under 100 x 250 pixels), so images are upscaled to at least ``min_height``
-pixels before drawing, which keeps lines and labels legible. Pillow only; files are written
-atomically.
+pixels before drawing, which keeps lines and labels legible. Where the prediction has them, a
+cross in the level's colour marks the peak of that level's activation map for the attribute
+(:attr:`~pedattr.inference.predictor.Prediction.peaks`): where the features put its evidence,
+next to the box. Pillow only; files are written atomically.
 """
 
 from __future__ import annotations
@@ -112,6 +114,21 @@ def _draw_box(
         draw.text((x + 2, y + 1), label, fill=(255, 255, 255), font=font)
 
 
+def _draw_peak(
+    draw: ImageDraw.ImageDraw,
+    point: Sequence[float],
+    scale: tuple[float, float],
+    colour: tuple[int, int, int],
+    width: int,
+) -> None:
+    """A cross at an activation-map peak, outlined in white so that it shows on any colour."""
+    x, y = point[0] * scale[0], point[1] * scale[1]
+    arm = 3 * width + 3
+    for outline, stroke in (((255, 255, 255), width + 2), (colour, width)):
+        draw.line((x - arm, y, x + arm, y), fill=outline, width=stroke)
+        draw.line((x, y - arm, x, y + arm), fill=outline, width=stroke)
+
+
 def _wrap(items: Sequence[str], font: Font, width: int) -> list[str]:
     """Join ``items`` with two spaces into lines no wider than ``width`` pixels."""
     lines: list[str] = []
@@ -192,12 +209,17 @@ def draw_attribute_boxes(
     for number, name in enumerate(names, 1):
         for level in drawn_levels:
             index = all_levels.index(level)
+            colour = level_colour(index)
             box = prediction.boxes[name][level]
-            _draw_box(draw, box, (sx, sy), level_colour(index), str(number), font, width, index)
+            _draw_box(draw, box, (sx, sy), colour, str(number), font, width, index)
+            if name in prediction.peaks:
+                _draw_peak(draw, prediction.peaks[name][level], (sx, sy), colour, width)
     entries = [
         f"{number} {name} {prediction.probabilities[name]:.2f}"
         for number, name in enumerate(names, 1)
     ] or ["no attribute above its threshold"]
+    if names and prediction.peaks:
+        entries.append("+ the peak of each level's activation map")
     legend_font = _font(max(11, min(canvas.height // 22, 18)))
     legend = _legend(drawn_levels, entries, max(canvas.width, _MIN_LEGEND_WIDTH), legend_font)
     return _stack([canvas, legend], centre=True)
@@ -237,8 +259,10 @@ def _panel(
     all_levels = list(next(iter(prediction.boxes.values()), {}))
     draw = ImageDraw.Draw(canvas)
     for level in levels if attribute is not None else ():
-        box = prediction.boxes[attribute][level]
-        _draw_box(draw, box, (sx, sy), level_colour(all_levels.index(level)), None, font, width)
+        colour = level_colour(all_levels.index(level))
+        _draw_box(draw, prediction.boxes[attribute][level], (sx, sy), colour, None, font, width)
+        if attribute in prediction.peaks:
+            _draw_peak(draw, prediction.peaks[attribute][level], (sx, sy), colour, width)
     caption_font = _font(max(11, min(height // 20, 16)))
     text_w, text_h = _text_size(caption_font, caption)
     panel = Image.new("RGB", (max(canvas.width, text_w + 4), text_h + 6 + height), _BACKGROUND)
