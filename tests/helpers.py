@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from pedattr.data.annotations import RawAnnotations
@@ -69,3 +70,21 @@ def make_prepared_dataset(
     )
     write_description(raw, root / "data")
     return root / "data"
+
+
+def forward_with_activation_maps(model, images: torch.Tensor) -> tuple[object, list[np.ndarray]]:
+    """Run ``model`` on ``images`` without gradients; its output and each ALM level's
+    activation maps ([B, M, h, w] arrays), from the input every ALM received."""
+    inputs = []
+    handles = [
+        alm.register_forward_pre_hook(lambda _, args: inputs.append(args[0])) for alm in model.alms
+    ]
+    try:
+        with torch.no_grad():
+            output = model(images)
+            levels = zip(model.alms, inputs, strict=True)
+            maps = [alm.activation_map(x).numpy() for alm, x in levels]
+    finally:
+        for handle in handles:
+            handle.remove()
+    return output, maps

@@ -15,6 +15,7 @@ import pedattr
 from pedattr.cli import main
 from pedattr.data.description import DatasetDescription
 from pedattr.data.synthetic import ATTRIBUTES, LOCATION_VARYING_ATTRIBUTES
+from tests.helpers import forward_with_activation_maps
 
 TINY = [
     "model.backbone=timm:test_efficientnet",
@@ -92,18 +93,9 @@ def test_eval_localization_matches_a_hand_computation(demo: Path, capsys) -> Non
             original = image.size  # (W, H): the generated size, the model's input size
             pixels = np.asarray(image.convert("RGB"))
             images.append(torch.from_numpy(pixels.copy()).permute(2, 0, 1))
-    level_inputs = []
-    handles = [
-        alm.register_forward_pre_hook(lambda _, args: level_inputs.append(args[0]))
-        for alm in model.alms
-    ]
-    with torch.no_grad():
-        boxes = model(torch.stack(images)).boxes.numpy()  # [N, 3, M, 4]
-        # each ALM's activation map (checked against the authors' module in test_alm.py)
-        levels = zip(model.alms, level_inputs, strict=True)
-        maps = [alm.activation_map(x).numpy() for alm, x in levels]
-    for handle in handles:
-        handle.remove()
+    # each ALM's activation maps (checked against the authors' module in test_alm.py)
+    output, maps = forward_with_activation_maps(model, torch.stack(images))
+    boxes = output.boxes.numpy()  # [N, 3, M, 4]
     scale_x, scale_y = original[0] / width, original[1] / height
     names = model.attribute_names
     checked = 0

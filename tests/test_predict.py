@@ -38,7 +38,13 @@ from pedattr.inference.visualize import (
 )
 from pedattr.localization import boxes_to_pixels, level_names, level_sizes, max_vote_branch
 from pedattr.models.model import ModelConfig
-from tests.helpers import LEARNABLE_ATTRIBUTES, TINY_MODEL, learnable_image, make_prepared_dataset
+from tests.helpers import (
+    LEARNABLE_ATTRIBUTES,
+    TINY_MODEL,
+    forward_with_activation_maps,
+    learnable_image,
+    make_prepared_dataset,
+)
 
 NAMES = list(LEARNABLE_ATTRIBUTES)
 #: Stored as the checkpoint's calibrated thresholds: always, never, always positive.
@@ -251,20 +257,13 @@ def test_peaks_are_the_activation_map_maxima_in_image_pixels(predictor, model, p
     [prediction] = predictor.predict(picture)
     tensor = torch.from_numpy(np.ascontiguousarray(picture)).permute(2, 0, 1)
     resized = TF.resize(tensor, list(model.config.input_size), antialias=True)
-    inputs = []
-    record = lambda _, args: inputs.append(args[0])  # noqa: E731 - each level's input
-    handles = [alm.register_forward_pre_hook(record) for alm in model.alms]
-    with torch.no_grad():
-        model(resized[None])
-        maps = [alm.activation_map(x)[0] for alm, x in zip(model.alms, inputs, strict=True)]
-    for handle in handles:
-        handle.remove()
+    _, maps = forward_with_activation_maps(model, resized[None])
     height, width = picture.shape[:2]
     input_height, input_width = model.config.input_size
     for m, name in enumerate(NAMES):
         assert list(prediction.peaks[name]) == ["level1", "level2", "level3"]
         for j, (x, y) in enumerate(prediction.peaks[name].values()):
-            cells = maps[j][m]
+            cells = maps[j][0, m]
             row, col = divmod(int(cells.argmax()), cells.shape[1])
             expected_x = (col + 0.5) * input_width / cells.shape[1] * width / input_width
             expected_y = (row + 0.5) * input_height / cells.shape[0] * height / input_height
