@@ -7,6 +7,8 @@ an Adam step (lr 1e-4, weight decay 5e-4), on a random batch of B images (defaul
 
 * baseline: BN-Inception, global average pooling, Linear(C, M);
 * alm: pedattr's ALM network (feature pyramid, batched ``AttributeLocalization`` per level);
+* alm-evidence (``--with-evidence``): the same network with ``box_centre="evidence"``, boxes
+  centred on each attribute's activation map (not in the paper);
 * authors (``--with-authors``): the same ALM network with each level's ALMs replaced by
   ``tests.reference_alm.ReferenceALMLevel``, the authors' per-attribute loop on the
   concatenated (materialised) pyramid levels, as their code builds them. It shares the ALM
@@ -27,6 +29,7 @@ op (grad_fn) that saved them, and the saving ops with the largest totals.
 Usage:
     python benchmarks/train_step.py                             # baseline and ALM, table
     python benchmarks/train_step.py --with-authors --repeats 3  # also the authors' design
+    python benchmarks/train_step.py --with-evidence             # also evidence-centred boxes
     python benchmarks/train_step.py --json                      # one JSON object
 """
 
@@ -125,6 +128,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also time the authors' per-attribute ALM loop (slow: minutes)",
     )
     parser.add_argument(
+        "--with-evidence",
+        action="store_true",
+        help="also time ALM with box_centre=evidence (boxes centred on the activation maps)",
+    )
+    parser.add_argument(
         "--top-saved",
         type=int,
         default=0,
@@ -178,6 +186,10 @@ def build_candidates(args: argparse.Namespace) -> list[Candidate]:
         candidate("baseline", baseline, WARMUP_STEPS, args.repeats),
         candidate("alm", alm, WARMUP_STEPS, args.repeats),
     ]
+    if args.with_evidence:
+        torch.manual_seed(args.seed)
+        evidence = build_model("alm", num_attrs=args.num_attrs, box_centre="evidence")
+        candidates.append(candidate("alm-evidence", evidence, WARMUP_STEPS, args.repeats))
     if args.with_authors:
         authors = copy.deepcopy(alm)
         authors.alms = nn.ModuleList(
@@ -279,7 +291,7 @@ def report(
         "authors_reported_time_ratio": AUTHORS_REPORTED["time"],
         "authors_reported_memory_ratio": AUTHORS_REPORTED["memory"],
     }
-    for name in ("alm", "authors"):
+    for name in ("alm", "alm-evidence", "authors"):
         if name in by_name:
             summary[f"{name}_time_ratio"] = by_name[name].step_s / base.step_s
             summary[f"{name}_memory_ratio"] = by_name[name].saved_mb / base.saved_mb
@@ -298,13 +310,13 @@ def format_report(summary: dict) -> str:
         f"{summary['height']}x{summary['width']}, M={summary['num_attrs']}, BN-Inception, "
         f"{summary['dtype']}, CPU, torch {summary['torch']}, {summary['threads']} threads",
         f"median of {repeats} interleaved timed steps after {warmups} warm-up steps",
-        f"{'model':<10}{'params':>10}{'step time':>12}{'vs base':>9}{'fastest':>11}"
+        f"{'model':<13}{'params':>10}{'step time':>12}{'vs base':>9}{'fastest':>11}"
         f"{'saved MB':>11}{'vs base':>9}{'first loss':>12}",
     ]
     base = models[0]
     for m in models:
         lines.append(
-            f"{m['name']:<10}{m['parameters'] / 1e6:>9.2f}M{m['step_s']:>10.3f} s"
+            f"{m['name']:<13}{m['parameters'] / 1e6:>9.2f}M{m['step_s']:>10.3f} s"
             f"{m['step_s'] / base['step_s']:>8.2f}x{m['min_step_s']:>9.3f} s"
             f"{m['saved_mb']:>11.1f}"
             f"{m['saved_mb'] / base['saved_mb']:>8.2f}x{m['first_loss']:>12.5f}"
@@ -321,6 +333,12 @@ def format_report(summary: dict) -> str:
         f"reported {summary['authors_reported_time_ratio']:.1f}x time, "
         f"{summary['authors_reported_memory_ratio']:.1f}x memory"
     )
+    if "alm-evidence_time_ratio" in summary:
+        lines.append(
+            f"ALM with evidence-centred boxes vs baseline: step time "
+            f"{summary['alm-evidence_time_ratio']:.2f}x, activation memory "
+            f"{summary['alm-evidence_memory_ratio']:.2f}x (not in the paper; no goal)"
+        )
     if "authors_time_ratio" in summary:
         lines.append(
             f"authors' design vs baseline: step time {summary['authors_time_ratio']:.2f}x, "

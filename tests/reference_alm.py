@@ -4,6 +4,11 @@ One SE block, one Linear(C, 4), one affine_grid + grid_sample and one Linear(C, 
 attribute, in a Python loop. Module names follow the authors' released code
 (``att_list.i.conv1/conv2``, ``stn_list.i``, ``fc_list.i``) so that its state dict has the
 layout of their checkpoints.
+
+With ``box_centre="evidence"`` (pedattr's option, not the authors'), each box is centred at the
+soft-argmax of the attribute's activation map, computed literally: a 1x1 convolution with the
+classifier's weights, standardised, a softmax, and affine_grid's identity grid as the cells'
+coordinates.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from pedattr.models.alm import EVIDENCE_TEMPERATURE
 
 
 class ChannelAttn(nn.Module):
@@ -37,24 +44,48 @@ class ReferenceALMLevel(nn.Module):
         padding_mode: str = "border",
         align_corners: bool = True,
         channel_attention: bool = True,
+        box_centre: str = "regressed",
     ) -> None:
         super().__init__()
+        self.box_centre = box_centre
         self.box_pooling = box_pooling
         self.padding_mode = padding_mode
         self.align_corners = align_corners
         # Without channel attention (Table 1's simplified ALM) the module samples X itself.
         count = num_attrs if channel_attention else 0
         self.att_list = nn.ModuleList(ChannelAttn(channels) for _ in range(count))
-        self.stn_list = nn.ModuleList(nn.Linear(channels, 4) for _ in range(num_attrs))
+        # pedattr's evidence centres: the regressor predicts the two scales only.
+        box_outputs = 4 if box_centre == "regressed" else 2
+        self.stn_list = nn.ModuleList(nn.Linear(channels, box_outputs) for _ in range(num_attrs))
         self.fc_list = nn.ModuleList(nn.Linear(channels, 1) for _ in range(num_attrs))
 
-    def theta(self, raw: Tensor) -> Tensor:
+    def theta(self, raw: Tensor, centre: Tensor | None = None) -> Tensor:
         theta = torch.zeros(raw.shape[0], 2, 3, dtype=raw.dtype, device=raw.device)
         theta[:, 0, 0] = torch.sigmoid(raw[:, 0])
         theta[:, 1, 1] = torch.sigmoid(raw[:, 1])
-        theta[:, 0, 2] = torch.tanh(raw[:, 2])
-        theta[:, 1, 2] = torch.tanh(raw[:, 3])
+        if centre is None:
+            theta[:, 0, 2] = torch.tanh(raw[:, 2])
+            theta[:, 1, 2] = torch.tanh(raw[:, 3])
+        else:
+            theta[:, :, 2] = centre
         return theta
+
+    def evidence_centre(self, stn_feature: Tensor, fc: nn.Linear) -> Tensor:
+        """The soft-argmax of fc's activation map over stn_feature, [B, 2] (x, y), no gradient.
+
+        The cells' coordinates are those of affine_grid's identity grid.
+        """
+        with torch.no_grad():
+            activation = F.conv2d(stn_feature, fc.weight[:, :, None, None])[:, 0]  # [B, H, W]
+            flat = activation.flatten(1)
+            standardised = (flat - flat.mean(1, keepdim=True)) / flat.std(
+                1, unbiased=False, keepdim=True
+            )
+            probs = torch.softmax(standardised / EVIDENCE_TEMPERATURE, 1).view_as(activation)
+            identity = torch.eye(2, 3, dtype=flat.dtype).expand(len(flat), 2, 3)
+            shape = list(stn_feature.shape)
+            grid = F.affine_grid(identity, shape, align_corners=self.align_corners)  # [B,H,W,2]
+            return (probs[..., None] * grid).sum(dim=(1, 2))
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
         preds, boxes = [], []
@@ -65,7 +96,10 @@ class ReferenceALMLevel(nn.Module):
                 pooled = F.avg_pool2d(stn_feature, stn_feature.shape[2:])
             else:
                 pooled = F.max_pool2d(stn_feature, stn_feature.shape[2:])
-            theta = self.theta(stn(pooled.flatten(1)))
+            centre = None
+            if self.box_centre == "evidence":
+                centre = self.evidence_centre(stn_feature, fc)
+            theta = self.theta(stn(pooled.flatten(1)), centre)
             grid = F.affine_grid(theta, list(features.shape), align_corners=self.align_corners)
             sub_feature = F.grid_sample(
                 stn_feature,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
-from pedattr.models.alm import AttributeLocalization
+from pedattr.localization import boxes_to_pixels
+from pedattr.models.alm import BOX_CENTRES, AttributeLocalization
 from pedattr.models.pyramid import FeaturePyramid, dense_level
 from tests.reference_alm import ReferenceALMLevel, copy_reference_into_batched
 
@@ -43,8 +45,11 @@ def _compare(reference, batched, x: torch.Tensor, tol: float = 1e-4) -> None:
     torch.testing.assert_close(x_bat.grad, x_ref.grad, atol=tol, rtol=tol)
     ref_box_grad = torch.stack([lin.weight.grad for lin in reference.stn_list])
     torch.testing.assert_close(batched.box_weight.grad, ref_box_grad, atol=tol, rtol=tol)
-    ref_se_grad = torch.stack([a.conv1.weight.grad[..., 0, 0] for a in reference.att_list])
-    torch.testing.assert_close(batched.se_reduce_weight.grad, ref_se_grad, atol=tol, rtol=tol)
+    ref_cls_grad = torch.stack([lin.weight.grad[0] for lin in reference.fc_list])
+    torch.testing.assert_close(batched.cls_weight.grad, ref_cls_grad, atol=tol, rtol=tol)
+    if reference.att_list:
+        ref_se_grad = torch.stack([a.conv1.weight.grad[..., 0, 0] for a in reference.att_list])
+        torch.testing.assert_close(batched.se_reduce_weight.grad, ref_se_grad, atol=tol, rtol=tol)
 
 
 @pytest.mark.parametrize("box_pooling,padding,corners", OPTIONS)
@@ -62,11 +67,84 @@ def test_batched_alm_matches_reference_in_float32(box_pooling, padding, corners)
 
 
 @pytest.mark.parametrize("box_pooling,padding,corners", OPTIONS)
+@pytest.mark.parametrize("channel_attention", [True, False])
+def test_evidence_centred_alm_matches_reference(box_pooling, padding, corners, channel_attention):
+    torch.manual_seed(11)
+    options = dict(
+        box_pooling=box_pooling,
+        padding_mode=padding,
+        align_corners=corners,
+        channel_attention=channel_attention,
+        box_centre="evidence",
+    )
+    reference = ReferenceALMLevel(3, 32, **options).double()
+    batched = AttributeLocalization(32, 3, **options).double()
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.normal_(0, 0.3)
+    copy_reference_into_batched(reference, batched)
+    _compare(reference, batched, torch.randn(2, 32, 7, 5, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("corners", [True, False])
+def test_evidence_centre_sits_on_the_cell_where_the_classifier_fires(corners):
+    """A hand-made map: attribute 0 fires at cell (row 5, col 1), attribute 1 at (2, 3)."""
+    alm = AttributeLocalization(
+        16, 2, channel_attention=False, align_corners=corners, box_centre="evidence"
+    )
+    with torch.no_grad():
+        alm.cls_weight.zero_()
+        alm.cls_weight[0, 0] = 1.0
+        alm.cls_weight[1, 1] = 1.0
+    x = torch.zeros(1, 16, 8, 4)
+    x[0, 0, 5, 1] = 100.0
+    x[0, 1, 2, 3] = 100.0
+    _, boxes = alm(x)
+
+    def coordinate(cell: int, cells: int) -> float:  # the cell centre in grid_sample's terms
+        return 2 * cell / (cells - 1) - 1 if corners else (2 * cell + 1) / cells - 1
+
+    expected = torch.tensor(
+        [[coordinate(1, 4), coordinate(5, 8)], [coordinate(3, 4), coordinate(2, 8)]]
+    )
+    torch.testing.assert_close(boxes[0, :, 2:], expected, atol=1e-5, rtol=0)
+    # In image pixels (stride 4 on a 32x16 input) the box is centred on the cell's centre.
+    pixels = boxes_to_pixels(
+        boxes[:, None],
+        level_sizes=[(8, 4)],
+        input_size=(32, 16),
+        align_corners=corners,
+        clip=False,
+    )[0, 0]
+    centres = (pixels[:, :2] + pixels[:, 2:]) / 2
+    np.testing.assert_allclose(centres, [[6.0, 22.0], [14.0, 10.0]], atol=1e-3)
+
+
+def test_evidence_centre_passes_no_gradient_and_keeps_scales_learnable():
+    torch.manual_seed(2)
+    alm = AttributeLocalization(16, 3, box_centre="evidence")
+    x = torch.randn(2, 16, 6, 4, requires_grad=True)
+    _, boxes = alm(x)
+    assert alm.box_weight.shape == (3, 2, 16)
+    (centre_grad,) = torch.autograd.grad(
+        boxes[..., 2:].sum(), x, retain_graph=True, allow_unused=True
+    )
+    assert centre_grad is None or not centre_grad.any()
+    scale_grads = torch.autograd.grad(boxes[..., :2].sum(), [x, alm.box_weight])
+    assert all(grad.abs().sum() > 0 for grad in scale_grads)
+
+
+@pytest.mark.parametrize("box_pooling,padding,corners", OPTIONS)
 @pytest.mark.parametrize("upsample", ["bilinear", "nearest"])
-def test_factorised_pyramid_level_equals_dense_level(box_pooling, padding, corners, upsample):
+@pytest.mark.parametrize("box_centre", BOX_CENTRES)
+def test_factorised_pyramid_level_equals_dense_level(
+    box_pooling, padding, corners, upsample, box_centre
+):
     """The pyramid's factorised levels give what the ALM computes on the concatenated map."""
     torch.manual_seed(3)
-    options = dict(box_pooling=box_pooling, padding_mode=padding, align_corners=corners)
+    options = dict(
+        box_pooling=box_pooling, padding_mode=padding, align_corners=corners, box_centre=box_centre
+    )
     pyramid = FeaturePyramid([5, 6, 7], dim=16, upsample=upsample).double()
     alm = AttributeLocalization(48, 3, **options).double()
     with torch.no_grad():
@@ -116,6 +194,9 @@ def test_parameter_count_per_module_matches_formula():
         alm = AttributeLocalization(channels, 1)
         expected = channels**2 // 8 + 6 * channels + channels // 16 + 5
         assert sum(p.numel() for p in alm.parameters()) == expected
+        # Evidence centres: the box regressor is Linear(C, 2).
+        evidence = AttributeLocalization(channels, 1, box_centre="evidence")
+        assert sum(p.numel() for p in evidence.parameters()) == expected - 2 * channels - 2
 
 
 def test_boxes_stay_in_paper_ranges():
@@ -170,7 +251,13 @@ def test_zero_box_init_starts_every_image_at_the_central_box():
 
 
 @pytest.mark.parametrize(
-    "bad", [dict(box_pooling="sum"), dict(padding_mode="reflection"), dict(box_init="identity")]
+    "bad",
+    [
+        dict(box_pooling="sum"),
+        dict(padding_mode="reflection"),
+        dict(box_init="identity"),
+        dict(box_centre="peak"),
+    ],
 )
 def test_unknown_option_is_rejected(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):

@@ -39,6 +39,7 @@ OTHER_OPTIONS = dict(
     padding_mode="zeros",
     align_corners=False,
     normalization="caffe",
+    box_centre="evidence",
 )
 
 
@@ -123,8 +124,9 @@ def test_metadata_round_trip(checkpoints, exported):
     assert list(baseline["outputs"]) == ["probabilities"]
 
 
-def test_lowest_supported_opset_matches(tmp_path):
-    model = _build("alm")
+@pytest.mark.parametrize("box_centre", ["regressed", "evidence"])
+def test_lowest_supported_opset_matches(tmp_path, box_centre):
+    model = _build("alm", box_centre=box_centre)
     path = export_onnx(model, tmp_path / "old.onnx", opset=SUPPORTED_OPSETS.start)
     images = example_images(model, 2, seed=5)
     _assert_close(onnxruntime_outputs(path, images), _pytorch_outputs(model, images))

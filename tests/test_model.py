@@ -91,13 +91,20 @@ def test_build_model_validates_arguments():
         pedattr.build_model("vit", num_attrs=2, **TINY)
     with pytest.raises(ValueError, match="unknown model config keys: colour"):
         pedattr.build_model("alm", num_attrs=2, colour="red", **TINY)
+    with pytest.raises(ValueError, match="box_centre must be one of"):
+        pedattr.build_model("alm", num_attrs=2, box_centre="peak", **TINY)
     with pytest.raises(ValueError, match="unique"):
         pedattr.build_model("alm", attribute_names=["a", "a"], **TINY)
 
 
 def test_checkpoint_round_trip(tmp_path):
     model = pedattr.build_model(
-        "alm", attribute_names=["Hat", "Backpack"], normalization="caffe", fusion="mean", **TINY
+        "alm",
+        attribute_names=["Hat", "Backpack"],
+        normalization="caffe",
+        fusion="mean",
+        box_centre="evidence",
+        **TINY,
     ).eval()
     path = tmp_path / "model.safetensors"
     pedattr.save_checkpoint(path, model, thresholds=[0.4, 0.6], metrics={"mA": 0.9})

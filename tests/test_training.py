@@ -498,6 +498,21 @@ def test_values_out_of_range_are_named(
         train(tiny_config(tmp_path, data), [override])
 
 
+def test_evidence_centred_boxes_train_and_every_parameter_learns(
+    tmp_path: Path, data: Path
+) -> None:
+    """model.box_centre=evidence trains end to end and leaves no parameter without a gradient
+    (DistributedDataParallel would stop on one)."""
+    config = tiny_config(tmp_path, data, model={"box_centre": "evidence", "box_init": "zero"})
+    train(config)
+    model = pedattr.load_model(tmp_path / "run" / "best.safetensors")
+    assert model.config.box_centre == "evidence"
+    assert all(alm.box_weight.shape[1] == 2 for alm in model.alms)
+    output = model.train()(torch.rand(4, 3, *TINY_MODEL["input_size"]))
+    sum(logits.sum() for logits in output.branch_logits).backward()
+    assert [name for name, p in model.named_parameters() if p.grad is None] == []
+
+
 def test_box_regressors_learn_at_the_scaled_rate(tmp_path: Path, data: Path) -> None:
     config = tiny_config(tmp_path, data, optim={"epochs": 1, "lr": 1e-3, "box_lr_scale": 0.1})
     train(config)

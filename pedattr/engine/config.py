@@ -51,6 +51,9 @@ class ModelSection:
     #: "zero": the ALM box regressors start at zero, so every box starts as the central one
     #: (s = 0.5, t = 0); "default" is PyTorch's init, as in the authors' code.
     box_init: Literal["default", "zero"] = "default"
+    #: "evidence" (not in the paper): each ALM box is centred where its attribute's activation
+    #: map peaks (a soft-argmax) and the regressor predicts only its size; "regressed" is eq. 3.
+    box_centre: Literal["regressed", "evidence"] = "regressed"
 
 
 @dataclass

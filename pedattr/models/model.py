@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import Tensor, nn
 
-from pedattr.models.alm import BOX_INITS, AttributeLocalization
+from pedattr.models.alm import BOX_CENTRES, BOX_INITS, AttributeLocalization
 from pedattr.models.backbones import build_backbone
 from pedattr.models.heads import HEADS, AttentionMaskHead, GlobalPoolingHead, RigidPartHead
 from pedattr.models.normalization import InputNormalization
@@ -53,6 +53,7 @@ class ModelConfig:
     channel_attention: bool = True
     head: str = "alm"
     box_init: str = "default"
+    box_centre: str = "regressed"
 
     def __post_init__(self) -> None:
         for name, choices in (
@@ -62,6 +63,7 @@ class ModelConfig:
             ("top_down", TOP_DOWN_MODES),
             ("head", HEADS),
             ("box_init", BOX_INITS),
+            ("box_centre", BOX_CENTRES),
         ):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
@@ -166,6 +168,7 @@ def build_level_head(config: ModelConfig, channels: int) -> nn.Module:
         align_corners=config.align_corners,
         channel_attention=config.channel_attention,
         box_init=config.box_init,
+        box_centre=config.box_centre,
     )
 
 
@@ -251,7 +254,7 @@ def build_model(
         pretrained: local file with ImageNet weights for the backbone; nothing is downloaded.
         **options: any other :class:`ModelConfig` field (normalization, input_size, pyramid_dim,
             upsample, box_pooling, padding_mode, align_corners, fusion, levels, top_down,
-            channel_attention, head, box_init).
+            channel_attention, head, box_init, box_centre).
 
     Example:
         >>> model = build_model("alm", backbone="bninception", num_attrs=51)
