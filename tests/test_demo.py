@@ -40,6 +40,7 @@ def test_demo_writes_data_run_figures_and_report(demo: Path) -> None:
     assert report["splits"] == {"train": 160, "val": 24, "test": 24}
     assert report["pretrained"] is None
     assert report["config"]["model"]["backbone"] == "timm:test_efficientnet"
+    assert report["config"]["model"]["box_centre"] == "evidence"  # the demo's default
     assert set(report["test"]) == {"mA", "accuracy", "precision", "recall", "f1"}
     local = report["localization"]
     assert local["attributes"] == "location_varying" and local["count"] > 0
