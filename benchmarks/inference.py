@@ -27,6 +27,7 @@ Usage:
     python benchmarks/inference.py                 # all engines, batch 1 and 32, table
     python benchmarks/inference.py --quick         # batch 1 and 8, fewer repeats, no compile
     python benchmarks/inference.py --json          # one JSON object
+    python benchmarks/inference.py --quick --box-centre evidence  # ALM with evidence boxes
 """
 
 from __future__ import annotations
@@ -79,6 +80,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     parser.add_argument("--seed", type=int, default=0, help="seed for weights and images")
     parser.add_argument(
+        "--box-centre",
+        choices=("regressed", "evidence"),
+        default="regressed",
+        help="ALM's boxes: eq. 3's (default) or centred on the activation maps (not in the paper)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
         help="batch 1 and 8, 5 timed calls after 1 warm-up, eager and onnxruntime only",
@@ -103,11 +110,13 @@ def build_models(args: argparse.Namespace) -> dict[str, ExportModule]:
     modules = {}
     for arch in MODELS:
         torch.manual_seed(args.seed)
+        options = {"box_centre": args.box_centre} if arch == "alm" else {}
         model = build_model(
             arch,
             backbone=args.backbone,
             num_attrs=args.num_attrs,
             input_size=(args.height, args.width),
+            **options,
         )
         modules[arch] = ExportModule(model.eval()).eval()
     return modules
@@ -271,6 +280,7 @@ def summarize(
         "threads": torch.get_num_threads(),
         "backbone": args.backbone,
         "num_attrs": args.num_attrs,
+        "box_centre": args.box_centre,
         "height": args.height,
         "width": args.width,
         "repeats": args.repeats,
@@ -287,6 +297,7 @@ def summarize(
 def format_report(summary: dict) -> str:
     lines = [
         f"Inference, {summary['backbone']}, M={summary['num_attrs']}, "
+        f"ALM boxes {summary['box_centre']}, "
         f"{summary['height']}x{summary['width']}, {summary['dtype']}, CPU, torch "
         f"{summary['torch']}, onnxruntime {summary['onnxruntime']}, {summary['threads']} "
         f"threads; median of {summary['repeats']} interleaved timed calls after "
