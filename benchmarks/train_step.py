@@ -186,10 +186,6 @@ def build_candidates(args: argparse.Namespace) -> list[Candidate]:
         candidate("baseline", baseline, WARMUP_STEPS, args.repeats),
         candidate("alm", alm, WARMUP_STEPS, args.repeats),
     ]
-    if args.with_evidence:
-        torch.manual_seed(args.seed)
-        evidence = build_model("alm", num_attrs=args.num_attrs, box_centre="evidence")
-        candidates.append(candidate("alm-evidence", evidence, WARMUP_STEPS, args.repeats))
     if args.with_authors:
         authors = copy.deepcopy(alm)
         authors.alms = nn.ModuleList(
@@ -200,6 +196,10 @@ def build_candidates(args: argparse.Namespace) -> list[Candidate]:
             copy_reference_into_batched(reference.level_module, batched)
         timed = min(args.authors_repeats, args.repeats)
         candidates.append(candidate("authors", authors, AUTHORS_WARMUP_STEPS, timed))
+    if args.with_evidence:  # built last: the models above do not depend on this option
+        torch.manual_seed(args.seed)
+        evidence = build_model("alm", num_attrs=args.num_attrs, box_centre="evidence")
+        candidates.append(candidate("alm-evidence", evidence, WARMUP_STEPS, args.repeats))
     return candidates
 
 

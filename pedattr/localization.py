@@ -9,7 +9,8 @@ stride ``S = W / w``):
 
 1. The ALM box of eq. 3 is centred at ``t`` with half-extent ``s`` in the sampler's normalised
    coordinates: it spans ``u`` in [t - s, t + s] (``s`` in (0, 1) by a sigmoid, ``t`` in
-   (-1, 1) by a tanh; see :func:`pedattr.models.alm.boxes_from_theta`).
+   (-1, 1) by a tanh, see :func:`pedattr.models.alm.boxes_from_theta`; with evidence centres
+   ``t`` is a soft-argmax of cell coordinates, also in [-1, 1]).
 2. A normalised coordinate ``u`` is a fractional cell index ``j`` by the grid convention the
    sampler used (``F.grid_sample``): with ``align_corners=True`` (the authors' code) -1 and 1 are
    the centres of the first and last cells, ``j = (u + 1) / 2 * (w - 1)``; with

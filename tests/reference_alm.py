@@ -78,9 +78,9 @@ class ReferenceALMLevel(nn.Module):
         with torch.no_grad():
             activation = F.conv2d(stn_feature, fc.weight[:, :, None, None])[:, 0]  # [B, H, W]
             flat = activation.flatten(1)
-            standardised = (flat - flat.mean(1, keepdim=True)) / flat.std(
-                1, unbiased=False, keepdim=True
-            )
+            # A constant map (one cell) has no spread: pedattr keeps it from dividing by zero.
+            spread = flat.std(1, unbiased=False, keepdim=True).clamp(min=1e-6)
+            standardised = (flat - flat.mean(1, keepdim=True)) / spread
             probs = torch.softmax(standardised / EVIDENCE_TEMPERATURE, 1).view_as(activation)
             identity = torch.eye(2, 3, dtype=flat.dtype).expand(len(flat), 2, 3)
             shape = list(stn_feature.shape)

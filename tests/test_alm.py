@@ -68,7 +68,10 @@ def test_batched_alm_matches_reference_in_float32(box_pooling, padding, corners)
 
 @pytest.mark.parametrize("box_pooling,padding,corners", OPTIONS)
 @pytest.mark.parametrize("channel_attention", [True, False])
-def test_evidence_centred_alm_matches_reference(box_pooling, padding, corners, channel_attention):
+@pytest.mark.parametrize("height,width", [(7, 5), (1, 5), (6, 1), (1, 1)])
+def test_evidence_centred_alm_matches_reference(
+    box_pooling, padding, corners, channel_attention, height, width
+):
     torch.manual_seed(11)
     options = dict(
         box_pooling=box_pooling,
@@ -83,7 +86,7 @@ def test_evidence_centred_alm_matches_reference(box_pooling, padding, corners, c
         for p in reference.parameters():
             p.normal_(0, 0.3)
     copy_reference_into_batched(reference, batched)
-    _compare(reference, batched, torch.randn(2, 32, 7, 5, dtype=torch.float64))
+    _compare(reference, batched, torch.randn(2, 32, height, width, dtype=torch.float64))
 
 
 @pytest.mark.parametrize("corners", [True, False])
@@ -126,10 +129,11 @@ def test_evidence_centre_passes_no_gradient_and_keeps_scales_learnable():
     x = torch.randn(2, 16, 6, 4, requires_grad=True)
     _, boxes = alm(x)
     assert alm.box_weight.shape == (3, 2, 16)
-    (centre_grad,) = torch.autograd.grad(
-        boxes[..., 2:].sum(), x, retain_graph=True, allow_unused=True
+    inputs = [x, alm.cls_weight, alm.se_reduce_weight, alm.se_expand_weight, alm.box_weight]
+    centre_grads = torch.autograd.grad(
+        boxes[..., 2:].sum(), inputs, retain_graph=True, allow_unused=True
     )
-    assert centre_grad is None or not centre_grad.any()
+    assert all(grad is None or not grad.any() for grad in centre_grads)
     scale_grads = torch.autograd.grad(boxes[..., :2].sum(), [x, alm.box_weight])
     assert all(grad.abs().sum() > 0 for grad in scale_grads)
 
@@ -159,6 +163,7 @@ def test_factorised_pyramid_level_equals_dense_level(
     dense_logits, dense_boxes = alm(dense_level(level))
     torch.testing.assert_close(logits, dense_logits)
     torch.testing.assert_close(boxes, dense_boxes)
+    torch.testing.assert_close(alm.activation_map(level), alm.activation_map(dense_level(level)))
     upstream = torch.randn_like(logits)
     grads = torch.autograd.grad(logits, taps, upstream, retain_graph=True)
     dense_grads = torch.autograd.grad(dense_logits, taps, upstream)

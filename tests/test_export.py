@@ -39,7 +39,6 @@ OTHER_OPTIONS = dict(
     padding_mode="zeros",
     align_corners=False,
     normalization="caffe",
-    box_centre="evidence",
 )
 
 
@@ -132,8 +131,9 @@ def test_lowest_supported_opset_matches(tmp_path, box_centre):
     _assert_close(onnxruntime_outputs(path, images), _pytorch_outputs(model, images))
 
 
-def test_every_alm_option_and_uint8_input(tmp_path):
-    model = _build("alm", **OTHER_OPTIONS)
+@pytest.mark.parametrize("box_centre", ["regressed", "evidence"])
+def test_every_alm_option_and_uint8_input(tmp_path, box_centre):
+    model = _build("alm", **OTHER_OPTIONS, box_centre=box_centre)
     path = export_onnx(model, tmp_path / "options.onnx", input_dtype="uint8", opset=11)
     images = example_images(model, 2, "uint8", seed=6)
     assert images.dtype == torch.uint8
@@ -204,14 +204,20 @@ def test_cli_needs_an_output(checkpoints, capsys):
     assert "nothing to write" in capsys.readouterr().err
 
 
-def test_exported_program_matches_at_any_batch(checkpoints, tmp_path):
-    path = export_program(checkpoints["alm"], tmp_path / "alm.pt2")
+@pytest.mark.parametrize("box_centre", ["regressed", "evidence"])
+def test_exported_program_matches_at_any_batch(checkpoints, tmp_path, box_centre):
+    checkpoint = checkpoints["alm"]
+    if box_centre == "evidence":
+        checkpoint = tmp_path / "evidence.safetensors"
+        model = _build("alm", box_centre="evidence")
+        pedattr.save_checkpoint(checkpoint, model, thresholds=[0.3, 0.5, 0.7])
+    path = export_program(checkpoint, tmp_path / "alm.pt2")
     extra_files = {"pedattr.json": ""}
     program = torch.export.load(path, extra_files=extra_files)
     metadata = json.loads(extra_files["pedattr.json"])
     assert metadata["attribute_names"] == list(LEARNABLE_ATTRIBUTES)
     assert metadata["thresholds"] == [0.3, 0.5, 0.7]
-    model = load_model(checkpoints["alm"])
+    model = load_model(checkpoint)
     for batch in (1, 4):
         images = example_images(model, batch, seed=batch)
         with torch.inference_mode():

@@ -498,7 +498,7 @@ def test_values_out_of_range_are_named(
         train(tiny_config(tmp_path, data), [override])
 
 
-def test_evidence_centred_boxes_train_and_every_parameter_learns(
+def test_evidence_centred_boxes_train_and_every_parameter_gets_a_gradient(
     tmp_path: Path, data: Path
 ) -> None:
     """model.box_centre=evidence trains end to end and leaves no parameter without a gradient

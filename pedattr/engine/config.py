@@ -49,7 +49,8 @@ class ModelSection:
     channel_attention: bool = True
     head: Literal["alm", "gap", "attention", "parts"] = "alm"
     #: "zero": the ALM box regressors start at zero, so every box starts as the central one
-    #: (s = 0.5, t = 0); "default" is PyTorch's init, as in the authors' code.
+    #: (s = 0.5, t = 0; with evidence centres only s starts at 0.5); "default" is PyTorch's init,
+    #: as in the authors' code.
     box_init: Literal["default", "zero"] = "default"
     #: "evidence" (not in the paper): each ALM box is centred where its attribute's activation
     #: map peaks (a soft-argmax) and the regressor predicts only its size; "regressed" is eq. 3.
@@ -89,7 +90,8 @@ class OptimSection:
     #: Multiply the learning rate by ``lr_gamma`` every ``lr_step`` epochs.
     lr_step: int = 10
     lr_gamma: float = 0.1
-    #: Learning-rate multiplier for the ALM box regressors (Linear(C, 4) of eq. 3).
+    #: Learning-rate multiplier for the ALM box regressors (eq. 3's Linear(C, 4), or Linear(C, 2)
+    #: with evidence centres).
     box_lr_scale: float = 1.0
 
 

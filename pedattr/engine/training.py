@@ -196,9 +196,10 @@ def initialize_from_checkpoint(model: AttributeModel, path: str | Path) -> list[
 def parameter_groups(model: nn.Module, box_lr_scale: float = 1.0) -> list[dict]:
     """The optimizer's parameter groups, each with the ``lr_scale`` the schedule multiplies by.
 
-    With ``box_lr_scale`` other than 1 the ALM box regressors (eq. 3's Linear(C, 4)) get a group
-    of their own, as spatial-transformer localisation nets are often trained with a lower rate;
-    otherwise there is one group, so states saved without the option resume unchanged.
+    With ``box_lr_scale`` other than 1 the ALM box regressors (eq. 3's Linear(C, 4), or
+    Linear(C, 2) with evidence centres) get a group of their own, as spatial-transformer
+    localisation nets are often trained with a lower rate; otherwise there is one group, so
+    states saved without the option resume unchanged.
     """
     box_params = [
         param

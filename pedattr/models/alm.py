@@ -223,7 +223,8 @@ class AttributeLocalization(nn.Module):
             "simplified ALM" of Table 1's first rows, where F_m = X.
         box_init: "default" is PyTorch's Linear init, as in the authors' code; "zero" zeroes the
             box regressor's weights and biases, so every image starts from the same central box
-            (s = 0.5, t = 0), as the spatial-transformer literature starts from a fixed transform.
+            (s = 0.5, t = 0), as the spatial-transformer literature starts from a fixed transform;
+            with evidence centres only the scales start at 0.5.
         box_centre: "regressed" is eq. 3; "evidence" (not in the paper) centres each box at the
             soft-argmax of the attribute's activation map (module docstring) and regresses only
             its scale.
@@ -301,6 +302,14 @@ class AttributeLocalization(nn.Module):
         logits = (hidden.transpose(0, 1) @ self.se_expand_weight.transpose(1, 2)).transpose(0, 1)
         return torch.sigmoid(logits + self.se_expand_bias)  # [B, M, C]
 
+    def _mean_and_reweighting(self, parts: list[ResizedMap]) -> tuple[Tensor, Tensor | None]:
+        """GAP(X), [B, C], and the re-weighting 1 + a_m, [B, M, C] (None without attention)."""
+        x_mean = torch.cat([part_mean(part) for part in parts], dim=-1)  # [B, C]   GAP(X)
+        if not self.use_channel_attention:
+            return x_mean, None  # F_m = X
+        # F_m = X * a_m + X = X * (1 + a_m)
+        return x_mean, 1 + self.channel_attention(x_mean)
+
     def forward(self, x: Tensor | Level) -> tuple[Tensor, Tensor]:
         """Predict every attribute from one level.
 
@@ -314,18 +323,14 @@ class AttributeLocalization(nn.Module):
         """
         parts = [ResizedMap(x)] if isinstance(x, Tensor) else list(x)
         height, width = parts[0].size
-        x_mean = torch.cat([part_mean(part) for part in parts], dim=-1)  # [B, C]   GAP(X)
-        reweight = None  # without channel attention F_m = X
-        if self.use_channel_attention:
-            attention = self.channel_attention(x_mean)  # [B, M, C]   a_m
-            reweight = 1 + attention  # [B, M, C]   F_m = X * a_m + X = X * (1 + a_m)
+        x_mean, reweight = self._mean_and_reweighting(parts)  # [B, C], [B, M, C] or None
 
         x_pool = x_mean if self.box_pooling == "avg" else _max_pool(parts)  # [B, C]
         if reweight is None:
             f_pool = x_pool[:, None, :].expand(-1, self.num_attrs, -1)  # [B, M, C]   pool(X)
         else:
             f_pool = reweight * x_pool[:, None, :]  # [B, M, C]   pool(F_m)
-        # Linear_m(C -> 4) per attribute, batched over M: [M, B, C] @ [M, C, 4] -> [M, B, 4].
+        # Linear_m(C -> 4, or 2) per attribute, batched over M: [M, B, C] @ [M, C, 4] -> [M, B, 4].
         theta_raw = (f_pool.transpose(0, 1) @ self.box_weight.transpose(1, 2)).transpose(0, 1)
         theta_raw = theta_raw + self.box_bias  # [B, M, 4], or [B, M, 2] for the scales alone
         if self.box_centre == "regressed":
@@ -366,10 +371,7 @@ class AttributeLocalization(nn.Module):
             ResizedMap(*(None if t is None else t.to(dtype) for t in (p.features, p.rows, p.cols)))
             for p in parts
         ]
-        reweight = None
-        if self.use_channel_attention:
-            x_mean = torch.cat([part_mean(part) for part in parts], dim=-1)  # [B, C]
-            reweight = 1 + self.channel_attention(x_mean)  # [B, M, C]
+        _, reweight = self._mean_and_reweighting(parts)  # [B, M, C] or None
         height, width = parts[0].size
         maps = self._activation_maps(parts, self._classifier_on_f(reweight))
         return maps.reshape(-1, self.num_attrs, height, width)  # [B, M, H, W]
@@ -392,14 +394,11 @@ class AttributeLocalization(nn.Module):
         """
         maps = None
         for part, part_weights in zip(parts, _split_channels(weights, parts), strict=True):
-            _, _, height, width = (int(v) for v in part.features.shape)
-            features = _flatten_last_two(part.features)  # [B, C_part, h*w]
-            small = part_weights @ features  # [B, M, h*w]
-            part_map = small.reshape(-1, self.num_attrs, height, width)  # [B, M, h, w]
-            if part.rows is not None:
-                part_map = part.rows @ part_map  # [B, M, H, w]
-            if part.cols is not None:
-                part_map = part_map @ part.cols.T  # [B, M, H, W]
+            # Python ints for h and w only: the batch must stay symbolic for a dynamic export.
+            height, width = (int(v) for v in part.features.shape[-2:])
+            small = part_weights @ _flatten_last_two(part.features)  # [B, M, h*w]
+            small = small.reshape(-1, self.num_attrs, height, width)  # [B, M, h, w]
+            part_map = ResizedMap(small, part.rows, part.cols).dense()  # [B, M, H, W]
             part_map = _flatten_last_two(part_map)  # [B, M, H*W]
             maps = part_map if maps is None else maps + part_map
         return maps
@@ -417,10 +416,9 @@ class AttributeLocalization(nn.Module):
         spread = centred.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp(min=1e-6)
         probs = torch.softmax(centred / (spread * EVIDENCE_TEMPERATURE), dim=-1)
         probs = probs.reshape(-1, self.num_attrs, height, width)  # [B, M, H, W]   P_m
-        # The cells' normalised coordinates: those that sample exactly their centres.
-        cells = dict(dtype=probs.dtype, device=probs.device)
-        u_y = normalize_coords(torch.arange(height, **cells), height, self.align_corners)  # [H]
-        u_x = normalize_coords(torch.arange(width, **cells), width, self.align_corners)  # [W]
+        # The cells' own normalised coordinates: those of an identity grid.
+        u_y = affine_grid_coords(height, self.align_corners, probs)  # [H]
+        u_x = affine_grid_coords(width, self.align_corners, probs)  # [W]
         t_y = (probs.sum(dim=-1) * u_y).sum(dim=-1, keepdim=True)  # [B, M, 1]
         t_x = (probs.sum(dim=-2) * u_x).sum(dim=-1, keepdim=True)  # [B, M, 1]
         return torch.cat([t_x, t_y], dim=-1)
