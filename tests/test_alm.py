@@ -18,9 +18,18 @@ LEVELS = [(768, 32, 16), (512, 16, 8), (256, 8, 4)]
 OPTIONS = list(itertools.product(("avg", "max"), ("border", "zeros"), (True, False)))
 
 
-def _pair(channels: int, num_attrs: int, box_pooling: str, padding: str, corners: bool, seed: int):
+def _pair(
+    channels: int,
+    num_attrs: int,
+    box_pooling: str,
+    padding: str,
+    corners: bool,
+    seed: int,
+    **other_options,
+):
     torch.manual_seed(seed)
     options = dict(box_pooling=box_pooling, padding_mode=padding, align_corners=corners)
+    options.update(other_options)
     reference = ReferenceALMLevel(num_attrs, channels, **options).double()
     batched = AttributeLocalization(channels, num_attrs, **options).double()
     # Random parameters with a spread wide enough that boxes vary and leave the map.
@@ -74,20 +83,16 @@ def test_batched_alm_matches_reference_in_float32(box_pooling, padding, corners)
 def test_evidence_centred_alm_matches_reference(
     box_pooling, padding, corners, channel_attention, height, width
 ):
-    torch.manual_seed(11)
-    options = dict(
-        box_pooling=box_pooling,
-        padding_mode=padding,
-        align_corners=corners,
+    reference, batched = _pair(
+        32,
+        3,
+        box_pooling,
+        padding,
+        corners,
+        seed=11,
         channel_attention=channel_attention,
         box_centre="evidence",
     )
-    reference = ReferenceALMLevel(3, 32, **options).double()
-    batched = AttributeLocalization(32, 3, **options).double()
-    with torch.no_grad():
-        for p in reference.parameters():
-            p.normal_(0, 0.3)
-    copy_reference_into_batched(reference, batched)
     _compare(reference, batched, torch.randn(2, 32, height, width, dtype=torch.float64))
 
 
@@ -272,7 +277,8 @@ def test_unknown_option_is_rejected(bad):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_batched_alm_matches_reference_on_cuda():
-    reference, batched = _pair(64, 4, "avg", "border", True, seed=11)
+@pytest.mark.parametrize("box_centre", ["regressed", "evidence"])
+def test_batched_alm_matches_reference_on_cuda(box_centre):
+    reference, batched = _pair(64, 4, "avg", "border", True, seed=11, box_centre=box_centre)
     reference, batched = reference.cuda(), batched.cuda()
     _compare(reference, batched, torch.randn(2, 64, 8, 4, dtype=torch.float64, device="cuda"))

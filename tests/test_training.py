@@ -444,10 +444,12 @@ def test_two_gloo_processes_equal_one_process_with_the_global_batch(
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_amp_channels_last_run(tmp_path: Path, data: Path) -> None:
+@pytest.mark.parametrize("box_centre", ["regressed", "evidence"])
+def test_cuda_amp_channels_last_run(tmp_path: Path, data: Path, box_centre: str) -> None:
     config = tiny_config(
         tmp_path,
         data,
+        model={"box_centre": box_centre},
         optim={"epochs": 1},
         run={"device": "cuda", "amp": "fp16", "channels_last": True},
     )
