@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pedattr.models.pyramid import Level, ResizedMap
+from pedattr.models.pyramid import Level, ResizedMap, level_maps
 
 BOX_POOLINGS = ("avg", "max")
 PADDING_MODES = ("border", "zeros")
@@ -195,6 +195,11 @@ def part_mean(part: ResizedMap) -> Tensor:
     return (features @ weights)[..., 0]  # [B, C]
 
 
+def level_mean(parts: list[ResizedMap]) -> Tensor:
+    """GAP of a whole level, [B, C], from its maps in concatenation order."""
+    return torch.cat([part_mean(part) for part in parts], dim=-1)
+
+
 def _split_channels(weights: Tensor, parts: list[ResizedMap]) -> tuple[Tensor, ...]:
     """[B, M, C] -> one [B, M, C_part] per map of the level, in concatenation order."""
     return weights.split([int(part.features.shape[1]) for part in parts], dim=-1)
@@ -305,7 +310,7 @@ class AttributeLocalization(nn.Module):
 
     def _mean_and_reweighting(self, parts: list[ResizedMap]) -> tuple[Tensor, Tensor | None]:
         """GAP(X), [B, C], and the re-weighting 1 + a_m, [B, M, C] (None without attention)."""
-        x_mean = torch.cat([part_mean(part) for part in parts], dim=-1)  # [B, C]   GAP(X)
+        x_mean = level_mean(parts)  # [B, C]   GAP(X)
         if not self.use_channel_attention:
             return x_mean, None  # F_m = X
         # F_m = X * a_m + X = X * (1 + a_m)
@@ -322,7 +327,7 @@ class AttributeLocalization(nn.Module):
         Returns:
             logits [B, M] and boxes [B, M, 4] as (s_x, s_y, t_x, t_y) of eq. 3.
         """
-        parts = [ResizedMap(x)] if isinstance(x, Tensor) else list(x)
+        parts = level_maps(x)
         height, width = parts[0].size
         x_mean, reweight = self._mean_and_reweighting(parts)  # [B, C], [B, M, C] or None
 
@@ -367,10 +372,9 @@ class AttributeLocalization(nn.Module):
             [B, M, H, W].
         """
         dtype = self.cls_weight.dtype  # recorded in float32 also when the forward is autocast
-        parts = [ResizedMap(x)] if isinstance(x, Tensor) else list(x)
         parts = [
             ResizedMap(*(None if t is None else t.to(dtype) for t in (p.features, p.rows, p.cols)))
-            for p in parts
+            for p in level_maps(x)
         ]
         _, reweight = self._mean_and_reweighting(parts)  # [B, M, C] or None
         height, width = parts[0].size

@@ -35,17 +35,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-from pedattr.models.alm import normalize_coords, part_mean
+from pedattr.models.alm import level_mean, normalize_coords
 from pedattr.models.part_regions import BODY_PARTS, DEFAULT_PART_BOXES, WHOLE_IMAGE, region_indices
-from pedattr.models.pyramid import Level, ResizedMap, dense_level
+from pedattr.models.pyramid import Level, ResizedMap, dense_level, level_maps
 
 #: Values of ``ModelConfig.head``: the ALM (the paper's) and the heads here.
 HEADS = ("alm", "gap", "attention", "parts")
-
-
-def level_maps(x: Tensor | Level) -> list[ResizedMap]:
-    """A level as its list of (resized) maps, concatenated along channels."""
-    return [ResizedMap(x)] if isinstance(x, Tensor) else list(x)
 
 
 def channel_mean(parts: Sequence[ResizedMap]) -> Tensor:
@@ -157,7 +152,7 @@ class GlobalPoolingHead(nn.Module):
         self.classifier = nn.Linear(channels, num_attrs)
 
     def forward(self, x: Tensor | Level) -> tuple[Tensor, None]:
-        pooled = torch.cat([part_mean(part) for part in level_maps(x)], dim=-1)  # [B, C]
+        pooled = level_mean(level_maps(x))  # [B, C]
         return self.classifier(pooled), None
 
 

@@ -83,6 +83,12 @@ class ResizedMap:
 Level = Sequence[ResizedMap]
 
 
+def level_maps(level: Tensor | Level) -> list[ResizedMap]:
+    """A level as its list of (resized) maps, concatenated along channels; a dense tensor is one
+    map without resize."""
+    return [ResizedMap(level)] if isinstance(level, Tensor) else list(level)
+
+
 def dense_level(level: Tensor | Level) -> Tensor:
     """X_i as one [B, C, H, W] tensor (for visualisation, tests and max pooling)."""
     if isinstance(level, Tensor):
