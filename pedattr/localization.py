@@ -47,10 +47,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pedattr.metrics import to_numpy
 from pedattr.models.alm import AttributeLocalization
+from pedattr.models.bninception import TAPS
 
-#: The ALM levels, lowest (largest map) first, as ModelOutput.boxes orders them.
-LEVEL_NAMES = ("3b", "4d", "5b")
+#: The ALM levels (BN-Inception's tapped blocks), lowest (largest map) first, as
+#: ModelOutput.boxes orders them.
+LEVEL_NAMES = TAPS
 
 
 def level_names(config: Any) -> tuple[str, ...]:
@@ -64,12 +67,6 @@ def level_names(config: Any) -> tuple[str, ...]:
     else:
         names = tuple(f"level{k}" for k in range(1, len(LEVEL_NAMES) + 1))
     return names[-1:] if config.levels == "top" else names
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().double().numpy()
-    return np.asarray(x, dtype=np.float64)
 
 
 def level_sizes(model: nn.Module, input_size: tuple[int, int]) -> list[tuple[int, int]]:
@@ -188,7 +185,7 @@ def points_to_pixels(
     ``image_size`` is as for :func:`boxes_to_pixels`: the images' (H, W), one for all or [N, 2];
     None keeps the input size.
     """
-    p = _to_numpy(points).astype(np.float64)
+    p = to_numpy(points)
     image = _per_image_size(image_size, len(p), tuple(input_size))[:, None, None, :]
     return p * _input_to_image(image, input_size)
 
@@ -218,7 +215,7 @@ def boxes_to_pixels(
         [N, L, M, 4] float64 boxes (x0, y0, x1, y1) in continuous pixel coordinates (the image
         spans [0, W] x [0, H]); see the module docstring for the mapping.
     """
-    b = _to_numpy(boxes)
+    b = to_numpy(boxes)
     if b.ndim != 4 or b.shape[-1] != 4:
         raise ValueError(f"boxes must be [N, L, M, 4], got shape {b.shape}")
     sizes = np.asarray(level_sizes, dtype=np.float64).reshape(-1, 2)
@@ -250,7 +247,7 @@ def pointing_game(pred_boxes: Any, gt_boxes: Any, *, tolerance: float = 0.0) -> 
     Returns:
         bool array of the broadcast shape without the last axis.
     """
-    p, g = _to_numpy(pred_boxes), _to_numpy(gt_boxes)
+    p, g = to_numpy(pred_boxes), to_numpy(gt_boxes)
     cx, cy = (p[..., 0] + p[..., 2]) / 2, (p[..., 1] + p[..., 3]) / 2
     inside_x = (cx >= g[..., 0] - tolerance) & (cx <= g[..., 2] + tolerance)
     inside_y = (cy >= g[..., 1] - tolerance) & (cy <= g[..., 3] + tolerance)
@@ -259,7 +256,7 @@ def pointing_game(pred_boxes: Any, gt_boxes: Any, *, tolerance: float = 0.0) -> 
 
 def box_iou(pred: Any, gt: Any) -> np.ndarray:
     """Intersection over union of matched boxes [..., 4] (x0, y0, x1, y1); 0 without overlap."""
-    p, g = _to_numpy(pred), _to_numpy(gt)
+    p, g = to_numpy(pred), to_numpy(gt)
     inter_w = np.clip(np.minimum(p[..., 2], g[..., 2]) - np.maximum(p[..., 0], g[..., 0]), 0, None)
     inter_h = np.clip(np.minimum(p[..., 3], g[..., 3]) - np.maximum(p[..., 1], g[..., 1]), 0, None)
     inter = inter_w * inter_h
@@ -289,12 +286,10 @@ def centre_follow(pred_boxes: Any, gt_boxes: Any, image_sizes: Any = None) -> fl
     Returns:
         The slope, or None with fewer than two images or a ground truth that never moves.
     """
-    p, g = _to_numpy(pred_boxes).astype(np.float64), _to_numpy(gt_boxes).astype(np.float64)
+    p, g = to_numpy(pred_boxes), to_numpy(gt_boxes)
     if len(p) < 2:
         return None
-    widths_heights = (
-        np.ones((len(p), 2)) if image_sizes is None else _to_numpy(image_sizes)[:, ::-1]
-    )
+    widths_heights = np.ones((len(p), 2)) if image_sizes is None else to_numpy(image_sizes)[:, ::-1]
     covariance = variance = 0.0
     for axis in (0, 1):
         pred_centre = (p[:, axis] + p[:, axis + 2]) / 2 / widths_heights[:, axis]
@@ -312,7 +307,7 @@ def max_vote_branch(branch_logits: Sequence[Any]) -> np.ndarray:
     branch, each [N, M]. Index L (the number of levels) means the global branch won. Ties go to
     the lower level.
     """
-    stacked = np.stack([_to_numpy(logits) for logits in branch_logits])  # [branches, N, M]
+    stacked = np.stack([to_numpy(logits) for logits in branch_logits])  # [branches, N, M]
     return stacked.argmax(axis=0)
 
 
@@ -405,8 +400,8 @@ def localization_scores(
         ``global_wins``) when ``winning_level`` is given, ``location_varying``), ``unscored``,
         and ``mean`` with means over ``all`` scored attributes and the ``location_varying`` ones.
     """
-    boxes = _to_numpy(pixel_boxes)
-    truth = np.asarray(_to_numpy(labels))
+    boxes = to_numpy(pixel_boxes)
+    truth = to_numpy(labels)
     n, num_levels, m = boxes.shape[:3]
     if len(gt_boxes) != n or truth.shape != (n, m) or len(attribute_names) != m:
         raise ValueError(
@@ -416,6 +411,7 @@ def localization_scores(
     if len(level_names) != num_levels:
         raise ValueError(f"{len(level_names)} level names for {num_levels} levels")
     winners = None if winning_level is None else np.asarray(winning_level).astype(int)
+    all_sizes = None if image_sizes is None else to_numpy(image_sizes)
     varying = set(location_varying or ())
     attributes: dict[str, dict] = {}
     unscored = []
@@ -426,7 +422,7 @@ def localization_scores(
             continue
         gt = np.array([gt_boxes[i][name] for i in rows], dtype=np.float64)[:, None, :]
         predicted = boxes[rows, :, j]  # [n, L, 4]
-        sizes = None if image_sizes is None else _to_numpy(image_sizes)[rows]
+        sizes = None if all_sizes is None else all_sizes[rows]
         hits = pointing_game(predicted, gt, tolerance=tolerance)  # [n, L]
         ious = box_iou(predicted, gt)
         per_level = {

@@ -39,7 +39,7 @@ class UndefinedMetricWarning(UserWarning):
     """Warned when some attributes' mA terms are undefined on the evaluated set."""
 
 
-def _to_numpy(x: Any) -> np.ndarray:
+def to_numpy(x: Any) -> np.ndarray:
     """Converts a tensor (any device, any float dtype) or array-like to a float64 array."""
     if hasattr(x, "detach"):  # torch.Tensor; numpy() cannot read bfloat16, so cast first
         x = x.detach().cpu().double().numpy()
@@ -56,7 +56,7 @@ def _validate(labels: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
         ValueError: if the shapes differ, are not 2-D or hold no sample, if a probability is
             not finite, or if a label is not 0, 1 or 2.
     """
-    gt, prob = _to_numpy(labels), _to_numpy(probs)
+    gt, prob = to_numpy(labels), to_numpy(probs)
     if gt.ndim != 2 or prob.ndim != 2:
         raise ValueError(
             f"labels and probs must be 2-D [N, M]; got shapes {gt.shape} and {prob.shape}"
@@ -74,7 +74,7 @@ def _validate(labels: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def _thresholds(threshold: float | Sequence[float] | np.ndarray, num_attributes: int) -> Any:
     """Returns a scalar threshold or a [M] array, checking a per-attribute one's length."""
-    thr = _to_numpy(threshold)
+    thr = to_numpy(threshold)
     if thr.ndim == 0:
         return float(thr)
     if thr.shape != (num_attributes,):

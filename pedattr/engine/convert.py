@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from pedattr.engine.checkpoint import Checkpoint, write_checkpoint
+from pedattr.models.bninception import TAPS
 from pedattr.models.model import ModelConfig, build_from_config
 
 __all__ = [
@@ -54,8 +55,9 @@ PA100K_ATTRIBUTES: tuple[str, ...] = (
     "LongCoat", "Trousers", "Shorts", "Skirt&Dress", "boots",
 )  # fmt: skip
 
-# The authors' pyramid levels, in the order of our ``pyramid.laterals`` and ``alms``.
-LEVELS: tuple[str, ...] = ("3b", "4d", "5b")
+# The authors' pyramid levels (BN-Inception's tapped blocks), in the order of our
+# ``pyramid.laterals`` and ``alms``.
+LEVELS = TAPS
 
 # Our stacked ALM parameter -> (the authors' per-attribute key under ``st_<lvl>.``, the shape of
 # that tensor given the shape of attribute i's slice of ours).
