@@ -572,6 +572,7 @@ examples:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from pedattr.engine.checkpoint import load_model
     from pedattr.inference.export import (
         ExportError,
         describe_onnx,
@@ -584,10 +585,11 @@ def _export(args: argparse.Namespace) -> int:
         raise ValueError(
             "nothing to write: give --onnx OUT.onnx, --exported-program OUT.pt2 or both"
         )
+    model = load_model(args.checkpoint)  # read once for both exports
     try:
         if args.onnx:
             path = export_onnx(
-                args.checkpoint,
+                model,
                 args.onnx,
                 opset=args.opset,
                 check=not args.no_check,
@@ -596,7 +598,7 @@ def _export(args: argparse.Namespace) -> int:
             )
             print(format_onnx_description(describe_onnx(path)))
         if args.exported_program:
-            path = export_program(args.checkpoint, args.exported_program, check=not args.no_check)
+            path = export_program(model, args.exported_program, check=not args.no_check)
             print(f"wrote {path} (torch.export program, {path.stat().st_size / 2**20:.1f} MB)")
     except ExportError as err:
         print(f"pedattr export: error: {err}", file=sys.stderr)

@@ -51,7 +51,7 @@ from pedattr.engine.evaluation import (
     format_localization,
     localization_summary,
 )
-from pedattr.engine.training import Trainer
+from pedattr.engine.training import SUMMARY_KEYS, Trainer
 
 #: Test images shown in the box grid.
 GRID_IMAGES = 6
@@ -198,9 +198,7 @@ def run_demo(
         "pretrained": None if pretrained is None else str(pretrained),
         "splits": counts,
         "config": config.to_dict(),
-        "test": {
-            key: report["metrics"][key] for key in ("mA", "accuracy", "precision", "recall", "f1")
-        },
+        "test": {key: report["metrics"][key] for key in SUMMARY_KEYS},
         "localization": localization_summary(report["localization"]),
         "checkpoint": str(best),
         "figures": {"attribute_mA": str(chart), "attribute_boxes": str(grid)},

@@ -241,7 +241,7 @@ def _predict_batch(
     inputs = {}
     if batch.part_boxes is not None:  # per-image body parts for a rigid-parts model
         inputs["part_boxes"] = batch.part_boxes.to(device, non_blocking=True)
-    recorder = recording_activation_peaks(_unwrap(model)) if peaks else contextlib.nullcontext()
+    recorder = recording_activation_peaks(model) if peaks else contextlib.nullcontext()
     with _autocast(device, autocast_dtype), recorder as recorded:
         output = model(images, **inputs)
     if peaks and len(recorded) > 1:

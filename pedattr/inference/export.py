@@ -225,7 +225,11 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The pedattr metadata of an exported ONNX file, JSON values decoded."""
     onnx = _import("onnx")
 
-    proto = onnx.load(str(path), load_external_data=False)
+    return _metadata_of(onnx.load(str(path), load_external_data=False))
+
+
+def _metadata_of(proto: Any) -> dict[str, Any]:
+    """An ONNX ModelProto's pedattr metadata, JSON values decoded."""
     return {
         prop.key: json.loads(prop.value) if prop.key in _JSON_METADATA else prop.value
         for prop in proto.metadata_props
@@ -383,17 +387,17 @@ def export_onnx(
     model_bytes = _trace_to_onnx(module, example, names, opset, dynamic)
     with torch.inference_mode():
         output_shapes = [tuple(output.shape) for output in module(example)]
+    proto = onnx.load_from_string(model_bytes)
     parity = None
     if check:
         try:
-            onnx.checker.check_model(onnx.load_from_string(model_bytes), full_check=True)
+            onnx.checker.check_model(proto, full_check=True)
         except onnx.checker.ValidationError as err:
             raise ExportError(f"the exported graph is not valid ONNX: {err}") from err
         batch = PARITY_BATCH if dynamic else fixed_batch
         parity = check_onnx_parity(
             model_bytes, module, input_dtype, batch=batch, tolerance=tolerance
         )
-    proto = onnx.load_from_string(model_bytes)
     _declare_output_shapes(proto, output_shapes, dynamic)
     proto.doc_string = (
         f"pedattr {model.config.arch} ({model.config.backbone}), "
@@ -432,7 +436,7 @@ def describe_onnx(path: str | os.PathLike) -> dict[str, Any]:
         "size_bytes": Path(path).stat().st_size,
         "inputs": values(proto.graph.input),
         "outputs": values(proto.graph.output),
-        "metadata": read_onnx_metadata(path),
+        "metadata": _metadata_of(proto),
     }
 
 
