@@ -56,8 +56,13 @@ def _text_size(font: Font, text: str) -> tuple[int, int]:
     return int(right - left), int(bottom - min(top, 0))
 
 
+def _all_levels(prediction: Prediction) -> list[str]:
+    """The levels the prediction has boxes at, in the model's order (their colour index)."""
+    return list(next(iter(prediction.boxes.values()), {}))
+
+
 def _levels(prediction: Prediction, levels: Sequence[str] | None) -> list[str]:
-    available = list(next(iter(prediction.boxes.values()), {}))
+    available = _all_levels(prediction)
     if levels is None:
         return available
     unknown = [level for level in levels if level not in available]
@@ -88,6 +93,27 @@ def _canvas(
         canvas = canvas.copy()  # never draw on the caller's image
     original_height, original_width = prediction.image_size
     return canvas, canvas.width / original_width, canvas.height / original_height
+
+
+def _draw_levels(
+    draw: ImageDraw.ImageDraw,
+    prediction: Prediction,
+    name: str,
+    levels: Sequence[str],
+    scale: tuple[float, float],
+    font: Font,
+    width: int,
+    label: str | None = None,
+) -> None:
+    """One attribute's box, and its activation-map peak when recorded, at each of ``levels``,
+    each in its level's colour; a label goes into a corner that differs per level."""
+    all_levels = _all_levels(prediction)
+    for level in levels:
+        index = all_levels.index(level)
+        colour = level_colour(index)
+        _draw_box(draw, prediction.boxes[name][level], scale, colour, label, font, width, index)
+        if name in prediction.peaks:
+            _draw_peak(draw, prediction.peaks[name][level], scale, colour, width)
 
 
 def _draw_box(
@@ -205,15 +231,8 @@ def draw_attribute_boxes(
     drawn_levels = _levels(prediction, levels) if prediction.boxes else []
     font, width = _sizes(canvas.height)
     draw = ImageDraw.Draw(canvas)
-    all_levels = list(next(iter(prediction.boxes.values()), {}))
     for number, name in enumerate(names, 1):
-        for level in drawn_levels:
-            index = all_levels.index(level)
-            colour = level_colour(index)
-            box = prediction.boxes[name][level]
-            _draw_box(draw, box, (sx, sy), colour, str(number), font, width, index)
-            if name in prediction.peaks:
-                _draw_peak(draw, prediction.peaks[name][level], (sx, sy), colour, width)
+        _draw_levels(draw, prediction, name, drawn_levels, (sx, sy), font, width, str(number))
     entries = [
         f"{number} {name} {prediction.probabilities[name]:.2f}"
         for number, name in enumerate(names, 1)
@@ -256,13 +275,8 @@ def _panel(
     and a caption above it."""
     canvas, sx, sy = _canvas(image, prediction, height, exact=True)
     font, width = _sizes(height)
-    all_levels = list(next(iter(prediction.boxes.values()), {}))
-    draw = ImageDraw.Draw(canvas)
-    for level in levels if attribute is not None else ():
-        colour = level_colour(all_levels.index(level))
-        _draw_box(draw, prediction.boxes[attribute][level], (sx, sy), colour, None, font, width)
-        if attribute in prediction.peaks:
-            _draw_peak(draw, prediction.peaks[attribute][level], (sx, sy), colour, width)
+    if attribute is not None:
+        _draw_levels(ImageDraw.Draw(canvas), prediction, attribute, levels, (sx, sy), font, width)
     caption_font = _font(max(11, min(height // 20, 16)))
     text_w, text_h = _text_size(caption_font, caption)
     panel = Image.new("RGB", (max(canvas.width, text_w + 4), text_h + 6 + height), _BACKGROUND)
