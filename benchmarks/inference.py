@@ -52,7 +52,7 @@ from common import (  # noqa: E402
     load_average,
 )
 
-from pedattr.inference.export import ExportModule, export_onnx  # noqa: E402
+from pedattr.inference.export import ExportModule, export_onnx, max_abs_difference  # noqa: E402
 from pedattr.models.model import build_model  # noqa: E402
 
 ENGINES = ("eager", "compile", "onnxruntime")
@@ -149,9 +149,7 @@ def compiled_runners(
         info["compile_s"][name] = time.perf_counter() - start
         with torch.inference_mode():
             expected = modules[name](images)
-        difference = max(
-            (got - want).abs().max().item() for got, want in zip(outputs, expected, strict=True)
-        )
+        difference = max_abs_difference(list(outputs), expected)
         info["max_abs_diff"][name] = difference
         if not difference <= COMPILE_TOLERANCE:
             raise RuntimeError(f"compiled {name} differs from eager by {difference:.3g}")

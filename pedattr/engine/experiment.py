@@ -26,9 +26,10 @@ import math
 import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -157,26 +158,34 @@ def build_config(
     return config
 
 
+def _differences(
+    config: TrainConfig, other: TrainConfig, ignored: Collection[tuple[str, str]]
+) -> list[tuple[str, str, Any, Any]]:
+    """(section, key, value in ``other``, value in ``config``) for every setting outside
+    ``ignored`` on which the two differ (None where ``other`` lacks the key)."""
+    ours, theirs = config.to_dict(), other.to_dict()
+    return [
+        (section, key, theirs[section].get(key), value)
+        for section, values in ours.items()
+        for key, value in values.items()
+        if (section, key) not in ignored and theirs[section].get(key) != value
+    ]
+
+
 def config_changes(config: TrainConfig, reference: TrainConfig) -> list[str]:
     """``section.key=value`` for every setting of ``config`` that differs from ``reference``,
     leaving out the per-run ones (data, run folder, seed)."""
-    ours, theirs = config.to_dict(), reference.to_dict()
-    changes = []
-    for section, values in ours.items():
-        for key, value in values.items():
-            if (section, key) not in PER_RUN_KEYS and theirs[section][key] != value:
-                changes.append(f"{section}.{key}={json.dumps(value)}")
-    return changes
+    return [
+        f"{section}.{key}={json.dumps(value)}"
+        for section, key, _, value in _differences(config, reference, PER_RUN_KEYS)
+    ]
 
 
 def _differing_settings(saved: TrainConfig, wanted: TrainConfig) -> list[str]:
     """The result-changing settings on which a run folder's configuration and ours differ."""
-    old, new = saved.to_dict(), wanted.to_dict()
     return [
-        f"{section}.{key}: {json.dumps(old[section][key])} there, {json.dumps(value)} now"
-        for section, values in new.items()
-        for key, value in values.items()
-        if (section, key) not in EXECUTION_KEYS and old[section].get(key) != value
+        f"{section}.{key}: {json.dumps(old)} there, {json.dumps(new)} now"
+        for section, key, old, new in _differences(wanted, saved, EXECUTION_KEYS)
     ]
 
 
