@@ -710,7 +710,10 @@ def _is_complete(out_dir: Path, source: dict, num_samples: int) -> bool:
 
 
 def _labels_only(seed: int, indices: range, height: int, width: int) -> np.ndarray:
-    """Labels without painting (fast), to refuse a split that cannot give loss weights."""
+    """Labels without rendering the images, so that a training split that cannot give loss
+    weights is refused before anything is written. Sampling a scene still paints its ownership
+    map (to tell which attributes stay visible): about a third of the drawing work, done again
+    when the images are rendered."""
     rows = []
     for k in indices:
         attributes = sample_scene(seed, height, width, index=k).attributes
