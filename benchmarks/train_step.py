@@ -3,7 +3,8 @@
 A step is what ``pedattr.engine.trainer.train_epoch`` does per batch: forward, deep-supervision
 weighted BCE (``WeightedBCELoss``, authors' weighting) summed over ``branch_logits``, backward and
 an Adam step (lr 1e-4, weight decay 5e-4), on a random batch of B images (default 32 x 3 x 256 x
-128) with M = 51 attributes, BN-Inception backbone, CPU, float32, training mode. Models:
+128) with M = 51 attributes, BN-Inception backbone, float32, training mode, on the CPU (or
+``--device cuda``: each timed step then ends with a CUDA synchronisation). Models:
 
 * baseline: BN-Inception, global average pooling, Linear(C, M);
 * alm: pedattr's ALM network (feature pyramid, batched ``AttributeLocalization`` per level);
@@ -31,6 +32,7 @@ Usage:
     python benchmarks/train_step.py --with-authors --repeats 3  # also the authors' design
     python benchmarks/train_step.py --with-evidence             # also evidence-centred boxes
     python benchmarks/train_step.py --json                      # one JSON object
+    python benchmarks/train_step.py --device cuda --with-authors --with-evidence  # on a GPU
 """
 
 from __future__ import annotations
@@ -121,6 +123,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="timed steps of the authors' design, at most --repeats; each takes 10+ s (default 3)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument(
+        "--device", default="cpu", help="where the models train: cpu (default), cuda, cuda:N"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for weights and data")
     parser.add_argument(
         "--with-authors",
@@ -175,7 +180,7 @@ class DenseLevelInput(nn.Module):
 
 def build_candidates(args: argparse.Namespace) -> list[Candidate]:
     def candidate(name: str, model: nn.Module, warmup: int, timed: int) -> Candidate:
-        model.train()
+        model.to(args.device).train()
         return Candidate(name, model, make_optimizer(model), warmup, timed)
 
     torch.manual_seed(args.seed)
@@ -228,7 +233,7 @@ def measured_step(
 def run(args: argparse.Namespace) -> tuple[dict, list[Candidate]]:
     load_before = load_average()
     candidates = build_candidates(args)
-    images, labels, ratio = make_batch(args)
+    images, labels, ratio = (t.to(args.device) for t in make_batch(args))
     criterion = WeightedBCELoss(ratio)
     for candidate in candidates:
         measured_step(candidate, criterion, images, labels, args.top_saved)
@@ -245,7 +250,12 @@ def run(args: argparse.Namespace) -> tuple[dict, list[Candidate]]:
         )
 
     def stepper(c: Candidate):
-        return lambda: train_step(c.model, images, labels, c.optimizer, criterion)
+        def step() -> None:
+            train_step(c.model, images, labels, c.optimizer, criterion)
+            if images.is_cuda:  # CUDA runs asynchronously: time the work, not its launch
+                torch.cuda.synchronize(images.device)
+
+        return step
 
     times = interleaved_seconds(
         {c.name: stepper(c) for c in candidates}, {c.name: c.timed_steps for c in candidates}
@@ -282,7 +292,7 @@ def report(
         "width": args.width,
         "backbone": "bninception",
         "dtype": "float32",
-        "device": "cpu",
+        "device": str(args.device),
         "optimizer": f"Adam(lr={LEARNING_RATE}, weight_decay={WEIGHT_DECAY})",
         "load_average_1min_before_after": list(load),
         "models": [asdict(r) for r in results],
@@ -308,7 +318,8 @@ def format_report(summary: dict) -> str:
         f"Training step (forward, deep-supervision weighted BCE, backward, "
         f"{summary['optimizer']}), B={summary['batch']}, "
         f"{summary['height']}x{summary['width']}, M={summary['num_attrs']}, BN-Inception, "
-        f"{summary['dtype']}, CPU, torch {summary['torch']}, {summary['threads']} threads",
+        f"{summary['dtype']}, {summary['device']}, torch {summary['torch']}, "
+        f"{summary['threads']} threads",
         f"median of {repeats} interleaved timed steps after {warmups} warm-up steps",
         f"{'model':<13}{'params':>10}{'step time':>12}{'vs base':>9}{'fastest':>11}"
         f"{'saved MB':>11}{'vs base':>9}{'first loss':>12}",

@@ -82,7 +82,7 @@ class ReferenceALMLevel(nn.Module):
             spread = flat.std(1, unbiased=False, keepdim=True).clamp(min=1e-6)
             standardised = (flat - flat.mean(1, keepdim=True)) / spread
             probs = torch.softmax(standardised / EVIDENCE_TEMPERATURE, 1).view_as(activation)
-            identity = torch.eye(2, 3, dtype=flat.dtype).expand(len(flat), 2, 3)
+            identity = torch.eye(2, 3, dtype=flat.dtype, device=flat.device).expand(len(flat), 2, 3)
             shape = list(stn_feature.shape)
             grid = F.affine_grid(identity, shape, align_corners=self.align_corners)  # [B,H,W,2]
             return (probs[..., None] * grid).sum(dim=(1, 2))
