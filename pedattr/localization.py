@@ -1,7 +1,7 @@
 """How well the ALM boxes find the attributes: pixel boxes, pointing game and IoU.
 
 Paper Sec. 4.3 maps a feature-map cell to the centre of its receptive field on the input image,
-as SPPNet does. pedattr uses that mapping to turn every attribute's box at every level into
+"like SPPNet". pedattr uses that mapping to turn every attribute's box at every level into
 image pixels and scores it against ground-truth boxes (the generated benchmark has them).
 
 The mapping, for one axis of one level (feature map of ``w`` cells, network input ``W`` pixels,
@@ -15,14 +15,18 @@ stride ``S = W / w``):
    sampler used (``F.grid_sample``): with ``align_corners=True`` (the authors' code) -1 and 1 are
    the centres of the first and last cells, ``j = (u + 1) / 2 * (w - 1)``; with
    ``align_corners=False`` they are the outer edges of the map, ``j = ((u + 1) * w - 1) / 2``.
-3. Cell ``j`` maps to the centre of its receptive field, ``x = (j + 0.5) * S``.
+3. Cell ``j`` maps to the centre of its receptive field, taken as the middle of the S pixels it
+   covers: ``x = (j + 0.5) * S``.
 
 Pixel coordinates are continuous throughout pedattr's boxes: the image spans [0, W] and pixel
 ``i`` covers [i, i + 1) with its centre at i + 0.5 (the generator's ground truth uses the same
 convention). In pixel-index coordinates (pixel ``i`` centred at ``i``) step 3 reads
-``x = (j + 0.5) * S - 0.5``, which is SPPNet's ``S * j + (S - 1) / 2``; both describe the same
-point. So with ``align_corners=True`` the identity box (s = 1, t = 0) spans from the first cell's
-centre ``S / 2`` to the last one's ``W - S / 2``, and with ``align_corners=False`` it spans the
+``x = (j + 0.5) * S - 0.5 = S * j + (S - 1) / 2``. SPPNet's appendix, for networks padded by
+half the kernel at every layer, puts the receptive field's centre at ``S * j`` instead, (S - 1)
+/ 2 pixels up and to the left; on the demo's evidence-centred boxes, points moved there missed
+the ground truth more often, so pedattr keeps the middle of the cell. With
+``align_corners=True`` the identity box (s = 1, t = 0) spans from the first cell's centre
+``S / 2`` to the last one's ``W - S / 2``, and with ``align_corners=False`` it spans the
 whole input [0, W]. When the image was resized to the network input, x is scaled by
 ``W_image / W``; boxes are then clipped to the image.
 
