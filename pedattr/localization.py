@@ -15,6 +15,8 @@ stride ``S = W / w``):
    sampler used (``F.grid_sample``): with ``align_corners=True`` (the authors' code) -1 and 1 are
    the centres of the first and last cells, ``j = (u + 1) / 2 * (w - 1)``; with
    ``align_corners=False`` they are the outer edges of the map, ``j = ((u + 1) * w - 1) / 2``.
+   On an axis of one cell, where ``align_corners=True`` samples that cell for every ``u``, the
+   second rule is used (as :func:`pedattr.models.alm.normalize_coords` does).
 3. Cell ``j`` maps to the centre of its receptive field, taken as the middle of the S pixels it
    covers: ``x = (j + 0.5) * S``.
 
@@ -159,7 +161,11 @@ def _normalised_to_pixels(
 ) -> np.ndarray:
     """Normalised sampler coordinate -> fractional cell -> its receptive-field centre."""
     # grid_sample's unnormalisation: -1/1 are the end cells' centres (True) or the map's edges.
-    cell = (u + 1) / 2 * (cells - 1) if align_corners else ((u + 1) * cells - 1) / 2
+    # On a one-cell axis with align_corners every coordinate samples that cell, so there the
+    # edges' rule is used, as models.alm.normalize_coords does: a box then spans its share of
+    # the cell instead of shrinking to the cell's centre.
+    edges = ((u + 1) * cells - 1) / 2
+    cell = np.where(cells > 1, (u + 1) / 2 * (cells - 1), edges) if align_corners else edges
     return cell_centre(cell, cells, pixels)
 
 

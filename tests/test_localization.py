@@ -70,7 +70,8 @@ def test_image_size_per_image_and_levels_of_different_strides():
     assert pixels.shape == (2, 3, 1, 4)
     np.testing.assert_allclose(pixels[0, 0, 0], [4, 4, 28, 60])  # stride 8
     np.testing.assert_allclose(pixels[0, 1, 0], [8, 8, 24, 56])  # stride 16
-    np.testing.assert_allclose(pixels[0, 2, 0], [16, 16, 16, 48])  # one column: its centre
+    # One column: align_corners samples it everywhere, so the map's edges bound the box.
+    np.testing.assert_allclose(pixels[0, 2, 0], [0, 16, 32, 48])
     np.testing.assert_allclose(pixels[1, 0, 0], [4, 8, 28, 120])  # twice as tall an image
 
 
