@@ -5,26 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-
-def _run_training(command: str, call: Callable[[], object], interrupted: str = "") -> int:
-    """Run a command that trains: a training error is one line and exit 1, Ctrl-C exit 130.
-
-    The engine has already saved its state and said how to continue when it was interrupted.
-    """
-    from pedattr.engine.training import TrainingError
-
-    try:
-        call()
-    except TrainingError as err:
-        print(f"pedattr {command}: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        if interrupted:
-            print(f"pedattr {command}: {interrupted}", file=sys.stderr)
-        return 130
-    return 0
+from pedattr.errors import RunFailed
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -61,16 +44,10 @@ def _demo(args: argparse.Namespace) -> int:
 
     splits = {"train": args.num_train, "val": args.num_val, "test": args.num_test}
     pretrained = None if args.no_pretrained else (args.pretrained or "auto")
-    return _run_training(
-        "demo",
-        lambda: run_demo(
-            args.out,
-            splits=splits,
-            seed=args.seed,
-            overrides=args.overrides,
-            pretrained=pretrained,
-        ),
+    run_demo(
+        args.out, splits=splits, seed=args.seed, overrides=args.overrides, pretrained=pretrained
     )
+    return 0
 
 
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
@@ -430,7 +407,8 @@ def _train(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")  # quoted: any path stays a string
-    return _run_training("train", lambda: train(args.config, overrides, resume=args.resume))
+    train(args.config, overrides, resume=args.resume)
+    return 0
 
 
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
@@ -574,7 +552,6 @@ examples:
 def _export(args: argparse.Namespace) -> int:
     from pedattr.engine.checkpoint import load_model
     from pedattr.inference.export import (
-        ExportError,
         describe_onnx,
         export_onnx,
         export_program,
@@ -586,23 +563,19 @@ def _export(args: argparse.Namespace) -> int:
             "nothing to write: give --onnx OUT.onnx, --exported-program OUT.pt2 or both"
         )
     model = load_model(args.checkpoint)  # read once for both exports
-    try:
-        if args.onnx:
-            path = export_onnx(
-                model,
-                args.onnx,
-                opset=args.opset,
-                check=not args.no_check,
-                input_dtype=args.input_dtype,
-                fixed_batch=args.batch,
-            )
-            print(format_onnx_description(describe_onnx(path)))
-        if args.exported_program:
-            path = export_program(model, args.exported_program, check=not args.no_check)
-            print(f"wrote {path} (torch.export program, {path.stat().st_size / 2**20:.1f} MB)")
-    except ExportError as err:
-        print(f"pedattr export: error: {err}", file=sys.stderr)
-        return 1
+    if args.onnx:
+        path = export_onnx(
+            model,
+            args.onnx,
+            opset=args.opset,
+            check=not args.no_check,
+            input_dtype=args.input_dtype,
+            fixed_batch=args.batch,
+        )
+        print(format_onnx_description(describe_onnx(path)))
+    if args.exported_program:
+        path = export_program(model, args.exported_program, check=not args.no_check)
+        print(f"wrote {path} (torch.export program, {path.stat().st_size / 2**20:.1f} MB)")
     return 0
 
 
@@ -667,21 +640,18 @@ def _experiment_command(args: argparse.Namespace) -> str:
 def _experiment(args: argparse.Namespace) -> int:
     from pedattr.engine.experiment import run_experiment
 
-    return _run_training(
-        "experiment",
-        lambda: run_experiment(
-            args.table,
-            args.data,
-            args.out,
-            epochs=args.epochs,
-            seeds=args.seeds if args.seeds is not None else 1,
-            rows=args.rows.split(",") if args.rows else None,
-            overrides=args.overrides,
-            config_root=args.configs,
-            command=_experiment_command(args),
-        ),
-        interrupted="interrupted; the same command continues where it stopped",
+    run_experiment(
+        args.table,
+        args.data,
+        args.out,
+        epochs=args.epochs,
+        seeds=args.seeds if args.seeds is not None else 1,
+        rows=args.rows.split(",") if args.rows else None,
+        overrides=args.overrides,
+        config_root=args.configs,
+        command=_experiment_command(args),
     )
+    return 0
 
 
 def _add_experiment(subparsers: argparse._SubParsersAction) -> None:
@@ -752,7 +722,10 @@ def _add_experiment_options(p: argparse.ArgumentParser) -> None:
         metavar="SECTION.KEY=VALUE",
         help="a setting for every row, e.g. optim.lr=1e-3 model.input_size=[128,64]",
     )
-    p.set_defaults(func=_experiment)
+    p.set_defaults(
+        func=_experiment,
+        interrupted="interrupted; the same command continues where it stopped",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -795,12 +768,22 @@ _INPUT_ERRORS = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Exit status: 0 done, 1 the run failed (:class:`RunFailed`) or some
+    inputs could not be predicted, 2 bad input, 130 interrupted (Ctrl-C)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except _INPUT_ERRORS as err:
         print(f"pedattr {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except RunFailed as err:
+        print(f"pedattr {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        # Training commands have saved their state and said how to continue by now.
+        if getattr(args, "interrupted", ""):
+            print(f"pedattr {args.command}: {args.interrupted}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -82,6 +82,7 @@ from pedattr.engine.evaluation import (
 )
 from pedattr.engine.loss import WeightedBCELoss
 from pedattr.engine.trainer import train_step
+from pedattr.errors import RunFailed
 from pedattr.metrics import compute_metrics, format_metrics_table
 from pedattr.models.alm import AttributeLocalization
 from pedattr.models.model import AttributeModel, ModelConfig, build_from_config
@@ -94,7 +95,7 @@ STATE_KEY = "pedattr-state"
 SUMMARY_KEYS = ("mA", "accuracy", "precision", "recall", "f1")
 
 
-class TrainingError(RuntimeError):
+class TrainingError(RunFailed):
     """A run that cannot start or go on; the message says why and what is left on disk."""
 
 

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 
 from pedattr._io import atomic_write
 from pedattr._version import __version__
+from pedattr.errors import RunFailed
 from pedattr.models.model import AttributeModel
 from pedattr.models.normalization import NORMALIZATIONS
 
@@ -81,7 +82,7 @@ _JSON_METADATA = (
 )
 
 
-class ExportError(RuntimeError):
+class ExportError(RunFailed):
     """The exporter failed (an operator at this opset), or the export disagrees with PyTorch."""
 
 
