@@ -129,19 +129,30 @@ def pixel_span(low: float, high: float, size: int) -> slice:
     return slice(start, max(start, stop))
 
 
-def paint(canvas: np.ndarray, shape: Shape, colour: Colour, pattern: Pattern | None = None) -> None:
-    """Fill ``shape`` (optionally only where ``pattern`` holds) on an [H, W, 3] float canvas."""
+def covered_pixels(
+    shape: Shape, pattern: Pattern | None, height: int, width: int
+) -> tuple[slice, slice, np.ndarray] | None:
+    """The pixels that ``shape`` (only where ``pattern`` holds) covers on an H x W canvas:
+    the rows and columns of its box, and a boolean mask over them; None when it misses."""
     x0, y0, x1, y1 = shape.box
-    rows = pixel_span(y0, y1, canvas.shape[0])
-    cols = pixel_span(x0, x1, canvas.shape[1])
+    rows = pixel_span(y0, y1, height)
+    cols = pixel_span(x0, x1, width)
     if rows.start == rows.stop or cols.start == cols.stop:
-        return
+        return None
     y = np.arange(rows.start, rows.stop, dtype=np.float32)[:, None] + 0.5
     x = np.arange(cols.start, cols.stop, dtype=np.float32)[None, :] + 0.5
     mask = np.broadcast_to(shape.mask(x, y), (y.shape[0], x.shape[1]))
     if pattern is not None:
         mask = mask & pattern(x, y)
-    canvas[rows, cols][mask] = colour
+    return rows, cols, mask
+
+
+def paint(canvas: np.ndarray, shape: Shape, colour: Colour, pattern: Pattern | None = None) -> None:
+    """Fill ``shape`` (optionally only where ``pattern`` holds) on an [H, W, ...] canvas."""
+    covered = covered_pixels(shape, pattern, canvas.shape[0], canvas.shape[1])
+    if covered is not None:
+        rows, cols, mask = covered
+        canvas[rows, cols][mask] = colour
 
 
 def stripes(*, vertical: bool, origin: float, period: float, duty: float) -> Pattern:

@@ -62,6 +62,7 @@ from pedattr.data._shapes import (
     Rect,
     box_area,
     clip_box,
+    covered_pixels,
     overlap_fraction,
     paint,
     stripes,
@@ -515,11 +516,14 @@ def _visibility(scene: Scene) -> _Visibility:
     owner = np.full((scene.height, scene.width), -1, dtype=np.int16)
     drawn: dict[str, np.ndarray] = {}
     for stroke in strokes:
+        covered = covered_pixels(stroke.shape, stroke.pattern, scene.height, scene.width)
+        if covered is None:
+            continue
+        rows, cols, mask = covered
         tag = stroke.tag
-        paint(owner, stroke.shape, -1 if tag is None else _ATTRIBUTE_INDEX[tag], stroke.pattern)
-        if tag is not None:
-            mask = drawn.setdefault(tag, np.zeros(owner.shape, dtype=bool))
-            paint(mask, stroke.shape, True, stroke.pattern)
+        owner[rows, cols][mask] = -1 if tag is None else _ATTRIBUTE_INDEX[tag]
+        if tag is not None:  # everything the attribute's strokes drew, covered later or not
+            drawn.setdefault(tag, np.zeros(owner.shape, dtype=bool))[rows, cols] |= mask
     return _Visibility(
         boxes=evidence_boxes(strokes, scene.attributes),
         owner=owner,
