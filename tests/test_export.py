@@ -141,6 +141,14 @@ def test_every_alm_option_and_uint8_input(tmp_path, box_centre):
     assert read_onnx_metadata(path)["input"]["range"] == [0, 255]
 
 
+@pytest.mark.parametrize("head", ["attention", "parts", "gap"])
+def test_table2_heads_export_with_a_dynamic_batch(tmp_path, head):
+    model = _build("alm", head=head)
+    path = export_onnx(model, tmp_path / f"{head}.onnx")  # checked at another batch inside
+    images = example_images(model, 5, seed=7)
+    _assert_close(onnxruntime_outputs(path, images), _pytorch_outputs(model, images))
+
+
 def test_export_leaves_the_callers_model_alone(tmp_path):
     model = _build("alm").train()
     export_onnx(model, tmp_path / "a.onnx", check=False)

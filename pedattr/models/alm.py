@@ -48,6 +48,7 @@ Python ints, so the module exports to ONNX at any opset from 7 on (``pedattr exp
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -200,9 +201,30 @@ def level_mean(parts: list[ResizedMap]) -> Tensor:
     return torch.cat([part_mean(part) for part in parts], dim=-1)
 
 
-def _split_channels(weights: Tensor, parts: list[ResizedMap]) -> tuple[Tensor, ...]:
+def _split_channels(weights: Tensor, parts: Sequence[ResizedMap]) -> tuple[Tensor, ...]:
     """[B, M, C] -> one [B, M, C_part] per map of the level, in concatenation order."""
     return weights.split([int(part.features.shape[1]) for part in parts], dim=-1)
+
+
+def channel_combinations(parts: Sequence[ResizedMap], weights: Tensor) -> Tensor:
+    """``sum_c weights[k, c] X[c]`` at every cell of a level, [B, K, H*W], from its small maps.
+
+    With X = rows @ L @ cols^T per map, ``sum_c w_c X[c] = rows @ (sum_c w_c L[c]) @ cols^T``:
+    the K combinations are taken on each un-resized map and only their result is resized.
+
+    Args:
+        parts: the level's maps, in concatenation order.
+        weights: [B or 1, K, C].
+    """
+    combined = None
+    for part, part_weights in zip(parts, _split_channels(weights, parts), strict=True):
+        # Python ints for h and w only: the batch must stay symbolic for a dynamic export.
+        height, width = (int(v) for v in part.features.shape[-2:])
+        small = part_weights @ _flatten_last_two(part.features)  # [B, K, h*w]
+        small = small.reshape(-1, part_weights.shape[-2], height, width)  # [B, K, h, w]
+        resized = _flatten_last_two(ResizedMap(small, part.rows, part.cols).dense())
+        combined = resized if combined is None else combined + resized  # [B, K, H*W]
+    return combined
 
 
 def _max_pool(parts: list[ResizedMap]) -> Tensor:
@@ -378,35 +400,13 @@ class AttributeLocalization(nn.Module):
         ]
         _, reweight = self._mean_and_reweighting(parts)  # [B, M, C] or None
         height, width = parts[0].size
-        maps = self._activation_maps(parts, self._classifier_on_f(reweight))
+        maps = channel_combinations(parts, self._classifier_on_f(reweight))  # [B, M, H*W]
         return maps.reshape(-1, self.num_attrs, height, width)  # [B, M, H, W]
 
     def _classifier_on_f(self, reweight: Tensor | None) -> Tensor:
         """Linear_m's weights as applied to X rather than F_m: w_m * (1 + a_m), [B or 1, M, C]."""
         weights = self.cls_weight[None]  # [1, M, C]
         return weights if reweight is None else weights * reweight
-
-    def _activation_maps(self, parts: list[ResizedMap], weights: Tensor) -> Tensor:
-        """A_m at every cell of the level, [B, M, H*W], from the un-resized maps.
-
-        ``sum_c w_mc (1 + a_mc) X[c, h, w]`` with X = rows @ L @ cols^T is
-        ``rows @ (sum_c w_mc (1 + a_mc) L[c]) @ cols^T``: the classifier runs on each small map
-        and only its M-channel result is resized.
-
-        Args:
-            parts: the level's maps.
-            weights: [B or 1, M, C] from :meth:`_classifier_on_f`.
-        """
-        maps = None
-        for part, part_weights in zip(parts, _split_channels(weights, parts), strict=True):
-            # Python ints for h and w only: the batch must stay symbolic for a dynamic export.
-            height, width = (int(v) for v in part.features.shape[-2:])
-            small = part_weights @ _flatten_last_two(part.features)  # [B, M, h*w]
-            small = small.reshape(-1, self.num_attrs, height, width)  # [B, M, h, w]
-            part_map = ResizedMap(small, part.rows, part.cols).dense()  # [B, M, H, W]
-            part_map = _flatten_last_two(part_map)  # [B, M, H*W]
-            maps = part_map if maps is None else maps + part_map
-        return maps
 
     def _evidence_centres(self, parts: list[ResizedMap], reweight: Tensor | None) -> Tensor:
         """(t_x, t_y) at the soft-argmax of every attribute's activation map, [B, M, 2].
@@ -416,7 +416,8 @@ class AttributeLocalization(nn.Module):
         height, width = parts[0].size
         detached = [ResizedMap(p.features.detach(), p.rows, p.cols) for p in parts]
         weights = self._classifier_on_f(reweight).detach()
-        maps = self._activation_maps(detached, weights)  # [B, M, H*W]
+        # A_m = sum_c w_mc (1 + a_mc) X[c]: the classifier at every cell, only M maps resized.
+        maps = channel_combinations(detached, weights)  # [B, M, H*W]
         centred = maps - maps.mean(dim=-1, keepdim=True)  # [B, M, H*W]
         spread = centred.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp(min=1e-6)
         probs = torch.softmax(centred / (spread * EVIDENCE_TEMPERATURE), dim=-1)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-from pedattr.models.alm import level_mean, normalize_coords
+from pedattr.models.alm import channel_combinations, level_mean, normalize_coords
 from pedattr.models.part_regions import BODY_PARTS, DEFAULT_PART_BOXES, WHOLE_IMAGE, region_indices
 from pedattr.models.pyramid import Level, ResizedMap, dense_level, level_maps
 
@@ -44,13 +44,11 @@ HEADS = ("alm", "gap", "attention", "parts")
 
 
 def channel_mean(parts: Sequence[ResizedMap]) -> Tensor:
-    """Cross-channel average of a level, [B, 1, H, W]; each map is summed before resizing."""
-    channels = sum(part.features.shape[1] for part in parts)
-    sums = [
-        ResizedMap(part.features.sum(dim=1, keepdim=True), part.rows, part.cols).dense()
-        for part in parts
-    ]
-    return torch.stack(sums).sum(dim=0) / channels
+    """Cross-channel average of a level, [B, 1, H, W]; each map is averaged before resizing."""
+    channels = sum(int(part.features.shape[1]) for part in parts)
+    height, width = parts[0].size
+    uniform = parts[0].features.new_full((1, 1, channels), 1 / channels)  # [1, K=1, C]
+    return channel_combinations(parts, uniform).reshape(-1, 1, height, width)
 
 
 def masked_mean(parts: Sequence[ResizedMap], masks: Tensor) -> Tensor:
@@ -231,8 +229,14 @@ class RigidPartHead(nn.Module):
     def region_features(self, x: Tensor | Level, part_boxes: Tensor | None) -> Tensor:
         """The average of X over head, torso, legs and the whole image: [B, 4, C]."""
         features = dense_level(x)  # [B, C, H, W]: ROI pooling needs the map itself
+        return self._pool_regions(
+            features, self.region_boxes(features.shape[0], part_boxes, features)
+        )
+
+    @staticmethod
+    def _pool_regions(features: Tensor, regions: Tensor) -> Tensor:
+        """The average of features [B, C, H, W] over regions [B, R, 4] (fractions): [B, R, C]."""
         batch, channels, height, width = features.shape
-        regions = self.region_boxes(batch, part_boxes, features)  # [B, 4, 4]
         scale = features.new_tensor([width, height, width, height])
         rois = (regions * scale).reshape(-1, 4)  # [B*4, 4] in feature-map coordinates
         index = torch.arange(batch, device=features.device, dtype=features.dtype)
@@ -251,10 +255,10 @@ class RigidPartHead(nn.Module):
         Returns:
             logits [B, M] and each attribute's region as a box [B, M, 4] (s_x, s_y, t_x, t_y).
         """
-        parts = level_maps(x)
-        batch = parts[0].features.shape[0]
-        regions = self.region_boxes(batch, part_boxes, parts[0].features)  # [B, 4, 4]
-        pooled = self.region_features(parts, part_boxes)  # [B, 4, C]
+        features = dense_level(x)  # [B, C, H, W]: ROI pooling needs the map itself
+        regions = self.region_boxes(features.shape[0], part_boxes, features)  # [B, 4, 4]
+        pooled = self._pool_regions(features, regions)  # [B, 4, C]
         logits = self.classifier(pooled[:, self.attribute_regions])  # [B, M]
         chosen = regions[:, self.attribute_regions]  # [B, M, 4]
-        return logits, fractions_to_theta(chosen, parts[0].size, self.align_corners)
+        size = (int(features.shape[-2]), int(features.shape[-1]))
+        return logits, fractions_to_theta(chosen, size, self.align_corners)
