@@ -580,7 +580,9 @@ def test_resume_takes_the_box_rate_from_the_config_and_reads_older_states(
 
     # Switching between one group and two cannot resume: one message naming the key.
     set_in_run_config(run, "optim", "box_lr_scale", 0.5)
-    with pytest.raises(TrainingError, match="optim.box_lr_scale"):
+    with pytest.raises(
+        TrainingError, match=r"1 optimizer parameter group\(s\), this run has 2; optim.box_lr_scale"
+    ):
         train(resume=run)
     set_in_run_config(run, "optim", "box_lr_scale", 1.0)
     train(resume=run)  # the older state resumes

@@ -303,6 +303,12 @@ def load_state(
     )
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     model.load_state_dict(model_state, strict=True)
+    saved_groups, groups = len(meta["optimizer"]["param_groups"]), len(optimizer.param_groups)
+    if saved_groups != groups:  # checked here: torch's own error does not say what to change
+        raise TrainingError(
+            f"{path}: saved with {saved_groups} optimizer parameter group(s), this run has "
+            f"{groups}; optim.box_lr_scale cannot switch between 1 and another value on resume"
+        )
     optim = {k: v for k, v in tensors.items() if k.startswith("optimizer.")}
     optimizer.load_state_dict(optimizer_state_dict(optim, meta["optimizer"]))
     if scaler is not None and meta["scaler"]:
@@ -528,16 +534,7 @@ class Trainer:
 
     def _load_state(self, groups: list[dict]) -> Progress:
         """Resume; the rate multipliers come from the run's (possibly edited) configuration."""
-        try:
-            progress = load_state(self.paths.state, self.model, self.optimizer, self.scaler)
-        except ValueError as err:
-            if "parameter groups" not in str(err):
-                raise
-            raise TrainingError(
-                f"{self.paths.state}: saved with {'one' if len(groups) > 1 else 'two'} optimizer "
-                "parameter group(s); optim.box_lr_scale cannot switch between 1 and another "
-                "value on resume"
-            ) from err
+        progress = load_state(self.paths.state, self.model, self.optimizer, self.scaler)
         for group, wanted in zip(self.optimizer.param_groups, groups, strict=True):
             group["lr_scale"] = wanted["lr_scale"]  # states saved before the option lack it
         return progress
