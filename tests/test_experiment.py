@@ -19,6 +19,7 @@ from pedattr.data.synthetic import ATTRIBUTES as GENERATED_ATTRIBUTES
 from pedattr.data.synthetic import write_synthetic_dataset
 from pedattr.engine import experiment
 from pedattr.engine.checkpoint import load_checkpoint
+from pedattr.engine.config import ConfigError
 from pedattr.engine.convert import PA100K_ATTRIBUTES
 from pedattr.engine.distributed import DistributedContext
 from pedattr.engine.experiment import TABLES, ExperimentError, build_config, run_state
@@ -530,6 +531,12 @@ def test_run_state_resumes_an_interrupted_run(tmp_path: Path) -> None:
     assert run_state(config) == "resume"
     (run / "report.json").write_text("{}")
     assert run_state(config) == "done"
+
+
+def test_an_out_of_range_override_is_named_before_any_row_trains(tmp_path: Path) -> None:
+    path = CONFIGS / "table1" / "01_baseline.yaml"
+    with pytest.raises(ConfigError, match="01_baseline.yaml with the overrides: optim.lr: must be a positive"):
+        build_config(path, ["optim.lr=-1"], data=tmp_path, out=tmp_path / "run", seed=0)
 
 
 def test_rows_are_chosen_by_name_and_unknown_ones_are_named() -> None:

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from pedattr._io import atomic_write_text
 from pedattr.engine.checkpoint import json_safe, load_model
-from pedattr.engine.config import TrainConfig, apply_overrides, read_config_file
+from pedattr.engine.config import TrainConfig, apply_overrides, check_values, read_config_file
 from pedattr.engine.distributed import DistributedContext, resolve_device
 from pedattr.engine.evaluation import evaluate_checkpoint, load_description, localization_summary
 from pedattr.engine.training import RunPaths, Trainer, model_config
@@ -155,6 +155,7 @@ def build_config(
     config.run.out = str(out)
     config.run.seed = seed
     apply_overrides(config, list(overrides))
+    check_values(config, f"{path} with the overrides")
     return config
 
 
