@@ -241,6 +241,8 @@ def _eval(args: argparse.Namespace) -> int:
         format_report,
     )
 
+    if args.tolerance and not args.localization:
+        raise ValueError("--tolerance applies to the pointing game: add --localization")
     if args.plot:  # a bad plot path fails now, not after the evaluation
         from pedattr.plots import plot_format
 
@@ -257,12 +259,14 @@ def _eval(args: argparse.Namespace) -> int:
             workers=args.workers,
             device=device,
             localization=args.localization,
+            tolerance=args.tolerance,
         )
         if reports:
             print()
         print(format_report(report))
         if args.localization:
-            print("\nlocalization (boxes against ground truth, hit rate % / mean IoU):")
+            within = f"; a centre within {args.tolerance:g} px hits" if args.tolerance else ""
+            print(f"\nlocalization (boxes against ground truth, hit rate % / mean IoU{within}):")
             print(format_localization(report["localization"]))
         reports.append(report)
     if args.json:
@@ -337,6 +341,15 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
         "(pointing-game hit rate, mean IoU and how far the boxes follow the evidence, per "
         "attribute and level, and hit rate and follow of the peaks of ALM's activation maps; "
         "a model with boxes on a dataset with boxes.json, such as the generated demo set)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.0,
+        metavar="PX",
+        help="with --localization: widen every ground-truth box by PX pixels of the original "
+        "image on each side for the pointing game (default 0, the strict game: the centre must "
+        "lie inside the box)",
     )
     p.set_defaults(func=_eval)
 

@@ -72,16 +72,24 @@ def _cell_to_pixel(u: np.ndarray, cells: int, stride: float) -> np.ndarray:
     return (j + 0.5) * stride  # centre of that cell's receptive field, pixels span [0, W]
 
 
-def test_eval_localization_matches_a_hand_computation(demo: Path, capsys) -> None:
+@pytest.mark.parametrize("tolerance", [0, 3])
+def test_eval_localization_matches_a_hand_computation(demo: Path, capsys, tolerance) -> None:
     checkpoint = demo / "run" / "best.safetensors"
-    out = demo / "eval.json"
+    out = demo / f"eval_{tolerance}.json"
     code = main(
         ["eval", "--checkpoint", str(checkpoint), "--data", str(demo / "data"), "--device", "cpu"]
         + ["--localization", "--json", str(out)]
+        + (["--tolerance", str(tolerance)] if tolerance else [])
     )
     assert code == 0
     assert "hit" in capsys.readouterr().out.lower()
     scores = json.loads(out.read_text())["localization"]
+    assert scores["tolerance"] == tolerance
+
+    def inside(x: float, y: float, box: list[float]) -> bool:
+        """The pointing game: the ground-truth box widened by the tolerance on every side."""
+        x0, y0, x1, y1 = box
+        return x0 - tolerance <= x <= x1 + tolerance and y0 - tolerance <= y <= y1 + tolerance
 
     # Recompute the pointing game at every level from the model's raw boxes.
     model = pedattr.load_model(checkpoint)
@@ -130,8 +138,7 @@ def test_eval_localization_matches_a_hand_computation(demo: Path, capsys) -> Non
                     for u in (t_y - s_y, t_y + s_y)
                 )
                 x, y = (left + right) / 2, (top + bottom) / 2
-                x0, y0, x1, y1 = description.boxes[description.image_names[test[r]]][name]
-                hits.append(x0 <= x <= x1 and y0 <= y <= y1)
+                hits.append(inside(x, y, description.boxes[description.image_names[test[r]]][name]))
             assert entry["levels"][level_name]["hit_rate"] == pytest.approx(np.mean(hits))
 
             # The activation map's hottest cell, at the centre of its receptive field.
@@ -140,13 +147,21 @@ def test_eval_localization_matches_a_hand_computation(demo: Path, capsys) -> Non
                 cells = maps[level][r, j]
                 row, col = np.unravel_index(np.argmax(cells), cells.shape)
                 x, y = (col + 0.5) * stride * scale_x, (row + 0.5) * stride * scale_y
-                x0, y0, x1, y1 = description.boxes[description.image_names[test[r]]][name]
-                peak_hits.append(x0 <= x <= x1 and y0 <= y <= y1)
+                box = description.boxes[description.image_names[test[r]]][name]
+                peak_hits.append(inside(x, y, box))
             peak_entry = scores["activation_peaks"]["attributes"][name]["levels"][level_name]
             assert peak_entry["hit_rate"] == pytest.approx(np.mean(peak_hits))
             assert "mean_iou" not in peak_entry
         checked += 1
     assert checked >= 3
+
+
+def test_eval_tolerance_is_checked_before_predicting(demo: Path, capsys) -> None:
+    args = ["eval", "--checkpoint", str(demo / "missing.safetensors"), "--data", str(demo)]
+    assert main([*args, "--localization", "--tolerance", "-1"]) == 2
+    assert "tolerance must be >= 0 pixels, got -1.0" in capsys.readouterr().err
+    assert main([*args, "--tolerance", "2"]) == 2
+    assert "add --localization" in capsys.readouterr().err
 
 
 def test_eval_localization_needs_boxes_and_alm(tmp_path: Path, demo: Path, capsys) -> None:

@@ -376,6 +376,7 @@ def evaluate_checkpoint(
     device: torch.device | str = "cpu",
     localization: bool = False,
     part_regions: str | os.PathLike | None = None,
+    tolerance: float = 0.0,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of a prepared dataset with the paper's metrics.
 
@@ -393,6 +394,8 @@ def evaluate_checkpoint(
             rigid parts) and a dataset with boxes.
         part_regions: rigid-parts models: a file of per-image keypoints or part boxes
             (:func:`pedattr.models.part_regions.read_part_file`); None uses fixed proportions.
+        tolerance: with ``localization``, pixels (of the original image) by which every
+            ground-truth box is widened on each side for the pointing game; 0 is the strict game.
 
     Returns:
         A JSON-safe report (NaN stored as None): ``checkpoint``, ``data``, ``split``,
@@ -408,6 +411,7 @@ def evaluate_checkpoint(
         ValueError: calibrated thresholds were asked for but the checkpoint has none, or a bad
             split name.
     """
+    check_tolerance(tolerance)  # before minutes of prediction
     stored = load_checkpoint(checkpoint)  # read once: the weights and the run that wrote them
     model = model_from_checkpoint(stored, checkpoint).to(device).eval()
     chosen = resolve_thresholds(model, checkpoint, thresholds)  # before minutes of prediction
@@ -438,7 +442,9 @@ def evaluate_checkpoint(
     metrics["per_attribute"] = dict(zip(names, metrics["per_attribute_mA"], strict=True))
     extra = {}
     if localization:
-        extra["localization"] = localization_report(model, description, predictions)
+        extra["localization"] = localization_report(
+            model, description, predictions, tolerance=tolerance
+        )
     return json_safe(
         {
             "checkpoint": str(checkpoint),
@@ -498,8 +504,18 @@ def image_sizes(description: DatasetDescription, indices: np.ndarray) -> np.ndar
     return np.array(sizes, dtype=np.float64).reshape(-1, 2)
 
 
+def check_tolerance(tolerance: float) -> None:
+    """A pointing-game tolerance is a finite number of pixels, 0 or more."""
+    if not (np.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"the pointing-game tolerance must be >= 0 pixels, got {tolerance}")
+
+
 def localization_report(
-    model: nn.Module, description: DatasetDescription, predictions: Predictions
+    model: nn.Module,
+    description: DatasetDescription,
+    predictions: Predictions,
+    *,
+    tolerance: float = 0.0,
 ) -> dict[str, Any]:
     """How well the learned boxes point at the ground-truth boxes (paper Sec. 4.3).
 
@@ -511,8 +527,10 @@ def localization_report(
     ``fixed_box_reference`` scores a box that ignores the image (:func:`fixed_box_reference`)
     the same way, for comparison. When the predictions carry the peaks of the ALMs' activation
     maps, ``activation_peaks`` scores those points the same way (hit rate and follow; a point
-    has no IoU): where the level's features put each attribute's evidence, box or not.
+    has no IoU): where the level's features put each attribute's evidence, box or not. A
+    ``tolerance`` in pixels widens every ground-truth box for all three pointing games.
     """
+    check_tolerance(tolerance)
     _check_localizable(model, description, "the model")
     config = model.config
     sizes = image_sizes(description, predictions.indices)
@@ -534,11 +552,12 @@ def localization_report(
         winning_level=predictions.winners,
         level_names=level_names(config),
         location_varying=varying,
+        tolerance=tolerance,
         image_sizes=sizes,
     )
     if predictions.peaks is not None:
         scores["activation_peaks"] = _activation_peak_scores(
-            predictions.peaks, config, sizes, ground_truth, predictions.labels, varying
+            predictions.peaks, config, sizes, ground_truth, predictions.labels, varying, tolerance
         )
     fixed = fixed_box_reference(description, sizes, config.attribute_names)
     scores["fixed_box_reference"] = localization_scores(
@@ -548,6 +567,7 @@ def localization_report(
         labels=predictions.labels,
         level_names=("fixed",),
         location_varying=varying,
+        tolerance=tolerance,
         image_sizes=sizes,
     )
     return scores
@@ -560,6 +580,7 @@ def _activation_peak_scores(
     ground_truth: list[dict],
     labels: np.ndarray,
     varying: Any,
+    tolerance: float,
 ) -> dict[str, Any]:
     """Score activation-map peaks ([N, L, M, 2] input pixels) as zero-size boxes."""
     points = points_to_pixels(peaks, input_size=config.input_size, image_size=image_size)
@@ -570,6 +591,7 @@ def _activation_peak_scores(
         labels=labels,
         level_names=level_names(config),
         location_varying=varying,
+        tolerance=tolerance,
         image_sizes=image_size,
     )
     return _without_iou(scores)
