@@ -11,14 +11,24 @@ from pedattr.errors import RunFailed
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from pedattr.models.complexity import format_summary, model_summary
+    from pedattr.models.complexity import format_summary, model_summary, summarize_model
 
-    summary = model_summary(
-        args.model,
-        backbone=args.backbone,
-        num_attrs=args.num_attrs,
-        input_size=(args.height, args.width),
-    )
+    if args.checkpoint:
+        from pedattr.engine.checkpoint import load_model
+
+        if args.overrides:
+            raise ValueError("--checkpoint describes its own model: drop the model.* settings")
+        summary = summarize_model(load_model(args.checkpoint))
+    else:
+        from pedattr.engine.config import model_options
+
+        flags = [
+            f"model.arch={args.model}",
+            f"model.backbone={json.dumps(args.backbone)}",  # quoted: any name stays a string
+            f"model.input_size=[{args.height},{args.width}]",
+        ]
+        options = model_options([*flags, *args.overrides])  # the settings win over the flags
+        summary = model_summary(num_attrs=args.num_attrs, **options)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 
@@ -88,7 +98,9 @@ def _add_summary(subparsers: argparse._SubParsersAction) -> None:
         help="parameter count and FLOPs of a model",
         description="Print a model's parameter count and FLOPs at the given input size. FLOPs "
         "are counted by torch.utils.flop_counter, where one multiply-add is 2 FLOPs; the "
-        "multiply-add count (GMACs) is printed too.",
+        "multiply-add count (GMACs) is printed too. Any model setting of `pedattr train` can be "
+        "given as model.KEY=VALUE (e.g. model.head=parts model.levels=top), or a checkpoint's "
+        "model measured with --checkpoint.",
     )
     p.add_argument("--model", choices=("alm", "baseline"), default="alm", help="architecture")
     p.add_argument(
@@ -100,6 +112,18 @@ def _add_summary(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--height", type=int, default=256, help="input height (default 256)")
     p.add_argument("--width", type=int, default=128, help="input width (default 128)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument(
+        "--checkpoint",
+        metavar="CKPT",
+        help="measure this checkpoint's model at its input size (the other options are ignored)",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="model.KEY=VALUE",
+        help="a model setting, as in the configs: model.head=attention, model.top_down=none, "
+        "model.box_centre=evidence, model.pyramid_dim=128, ...",
+    )
     p.set_defaults(func=_summary)
 
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+import pedattr
 from pedattr.cli import main
 from pedattr.models.complexity import count_flops, count_parameters, format_summary
 from pedattr.models.model import build_model
@@ -150,3 +151,35 @@ def test_cli_summary_json(capsys, model, expected):
     assert summary["input_size"] == [256, 128]
     assert "1 multiply-add = 2 FLOPs" in summary["flop_convention"]
     assert f"{expected:,}" in format_summary(summary)
+
+
+def test_cli_summary_takes_model_settings_and_checkpoints(capsys, tmp_path):
+    size = ["--height", "64", "--width", "32"]
+    argv = ["summary", "--backbone", "timm:test_efficientnet", "--num-attrs", "5", *size, "--json"]
+
+    def summary(*extra: str) -> dict:
+        assert main([*argv, *extra]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    full = summary("model.pyramid_dim=32")
+    plain = summary("model.pyramid_dim=32", "model.channel_attention=false")
+    assert full["options"] == {"pyramid_dim": 32}
+    assert plain["options"] == {"pyramid_dim": 32, "channel_attention": False}
+    model = pedattr.build_model(
+        "alm", backbone="timm:test_efficientnet", num_attrs=5, input_size=(64, 32), pyramid_dim=32
+    )
+    # An ALM without attention has 5C + 5 parameters instead of C^2/8 + 6C + C/16 + 5.
+    attention = sum(c * c // 8 + c + c // 16 for c in model.pyramid.out_channels)
+    assert full["params"] - plain["params"] == 5 * attention
+
+    path = tmp_path / "model.safetensors"
+    pedattr.save_checkpoint(path, model)
+    measured = summary("--checkpoint", str(path))
+    assert {k: measured[k] for k in ("params", "flops", "options", "input_size")} == {
+        k: full[k] for k in ("params", "flops", "options", "input_size")
+    }
+
+    assert main(["summary", "optim.lr=1"]) == 2
+    assert "only model.* settings describe a model" in capsys.readouterr().err
+    assert main(["summary", "--checkpoint", str(path), "model.head=parts"]) == 2
+    assert "drop the model.* settings" in capsys.readouterr().err

@@ -16,6 +16,7 @@ import math
 import os
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -347,6 +348,22 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> None:
     for text in overrides:
         key, value = parse_override(text)
         _set(config, key, value, "command line")
+
+
+def model_options(overrides: Sequence[str], source: str = "command line") -> dict[str, Any]:
+    """:func:`pedattr.build_model`'s arguments from ``model.key=value`` overrides of the defaults,
+    parsed and checked as ``pedattr train`` does (``model.pretrained`` is left out: nothing is
+    loaded)."""
+    config = TrainConfig()
+    for text in overrides:
+        key, value = parse_override(text)
+        if not key.startswith("model."):
+            raise ConfigError(f"{source}: {key}: only model.* settings describe a model")
+        _set(config, key, value, source)
+    check_values(config, source)
+    options = asdict(config.model)
+    options.pop("pretrained")
+    return options
 
 
 def config_from_dict(data: dict, source: str) -> TrainConfig:

@@ -14,11 +14,20 @@ counted; by this count BN-Inception alone is about 2.65 GFLOPs (1.33 G multiply-
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["FLOP_CONVENTION", "count_flops", "count_parameters", "format_summary", "model_summary"]
+__all__ = [
+    "FLOP_CONVENTION",
+    "count_flops",
+    "count_parameters",
+    "format_summary",
+    "model_summary",
+    "summarize_model",
+]
 
 FLOP_CONVENTION = (
     "FLOPs from torch.utils.flop_counter; 1 multiply-add = 2 FLOPs; convolutions, matmuls and "
@@ -75,11 +84,12 @@ def flops_by_operator(
 
 
 def model_summary(
-    arch: str,
+    arch: str = "alm",
     *,
     backbone: str = "bninception",
     num_attrs: int = 51,
     input_size: tuple[int, int] = (256, 128),
+    **options,
 ) -> dict:
     """Build a freshly initialised model and measure its size and cost for one image.
 
@@ -88,24 +98,46 @@ def model_summary(
         backbone: backbone name as accepted by :func:`pedattr.models.model.build_model`.
         num_attrs: M, the number of attributes.
         input_size: (height, width) of the input image.
+        **options: any other model option (``head="parts"``, ``box_centre="evidence"``, ...).
 
     Returns:
-        A JSON-serialisable dict with keys ``model``, ``backbone``, ``num_attrs``,
-        ``input_size`` ([height, width]), ``params``, ``flops`` (int), ``gflops``, ``gmacs``
-        (gflops / 2), ``flops_by_operator`` and ``flop_convention``.
+        What :func:`summarize_model` returns.
     """
     # Imported here so that counting helpers work without building the model zoo.
     from pedattr.models.model import build_model
 
     height, width = (int(s) for s in input_size)
-    model = build_model(arch, backbone=backbone, num_attrs=num_attrs, input_size=(height, width))
+    model = build_model(
+        arch, backbone=backbone, num_attrs=num_attrs, input_size=(height, width), **options
+    )
+    return summarize_model(model)
+
+
+def summarize_model(model: nn.Module) -> dict:
+    """Size and cost of one image through a pedattr model, at its configured input size.
+
+    Returns:
+        A JSON-serialisable dict with keys ``model`` (the architecture), ``backbone``,
+        ``num_attrs``, ``input_size`` ([height, width]), ``options`` (the model options that
+        differ from the defaults), ``params``, ``flops`` (int), ``gflops``, ``gmacs``
+        (gflops / 2), ``flops_by_operator`` and ``flop_convention``.
+    """
+    config = model.config
+    height, width = (int(s) for s in config.input_size)
     by_op = flops_by_operator(model, (height, width))
     flops = sum(by_op.values())
+    described = ("arch", "backbone", "attribute_names", "input_size")
+    options = {
+        field.name: getattr(config, field.name)
+        for field in dataclasses.fields(config)
+        if field.name not in described and getattr(config, field.name) != field.default
+    }
     return {
-        "model": arch,
-        "backbone": backbone,
-        "num_attrs": num_attrs,
+        "model": config.arch,
+        "backbone": config.backbone,
+        "num_attrs": config.num_attrs,
         "input_size": [height, width],
+        "options": options,
         "params": count_parameters(model),
         "flops": flops,
         "gflops": flops / 1e9,
@@ -122,6 +154,11 @@ def format_summary(summary: dict) -> str:
         [
             f"model:      {summary['model']} on {summary['backbone']}, "
             f"{summary['num_attrs']} attributes, input {height}x{width}",
+            *(
+                ["options:    " + ", ".join(f"{k}={v}" for k, v in summary["options"].items())]
+                if summary.get("options")
+                else []
+            ),
             f"parameters: {summary['params']:,} ({summary['params'] / 1e6:.2f} M)",
             f"compute:    {summary['gflops']:.3f} GFLOPs = {summary['gmacs']:.3f} GMACs per image",
             f"convention: {summary['flop_convention']}",
