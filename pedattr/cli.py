@@ -770,6 +770,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pedattr",
         description="Pedestrian attribute recognition with weakly-supervised multi-scale "
         "attribute-specific localization (ALM).",
+        epilog="`pedattr COMMAND --help` explains each command. Exit status: 0 done; 1 a run "
+        "failed after its input was accepted, or some inputs could not be predicted; 2 bad "
+        "input (one line on stderr names the file or setting); 130 interrupted (training "
+        "commands save their state first).",
     )
     from pedattr import __version__
 
