@@ -17,7 +17,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.distributed.nn.functional import all_reduce
 
 
 @dataclass(frozen=True)
@@ -111,6 +110,26 @@ def barrier(context: DistributedContext) -> None:
         dist.barrier()
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes whose backward sums the gradients over processes too.
+
+    torch.distributed.nn.functional.all_reduce does the same but is deprecated (a FutureWarning
+    from every process of every run in torch 2.14), so pedattr keeps these few lines.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:  # noqa: ARG004
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # noqa: ARG004
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
 class CPUSyncBatchNorm(nn.BatchNorm2d):
     """Batch norm over the global batch of all processes, for CPU (gloo) runs.
 
@@ -131,11 +150,10 @@ class CPUSyncBatchNorm(nn.BatchNorm2d):
         # squared deviations from it (one pass, E[x^2] - E[x]^2, loses digits when a channel's
         # mean is large against its spread).
         count = x.new_full((1,), x.numel() / channels)
-        # torch's differentiable all-reduce: its backward sums the gradients over processes too.
-        first = all_reduce(torch.cat([count, x.sum(dim=(0, 2, 3))]))
+        first = _AllReduceSum.apply(torch.cat([count, x.sum(dim=(0, 2, 3))]))
         n, mean = first[0], first[1:] / first[0]
         centred = x - mean.view(shape)
-        var = all_reduce(centred.square().sum(dim=(0, 2, 3))) / n
+        var = _AllReduceSum.apply(centred.square().sum(dim=(0, 2, 3))) / n
         if self.track_running_stats:
             self._update_running_stats(mean.detach(), var.detach() * n / (n - 1).clamp(min=1))
         output = centred * torch.rsqrt(var.view(shape) + self.eps)
