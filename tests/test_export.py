@@ -242,11 +242,22 @@ def test_opencv_dnn_runs_the_graph(exported, checkpoints, tmp_path):
         assert export_module.describe_onnx(fixed_path)["inputs"][0]["shape"][0] == 3
         names = list(read_onnx_metadata(dynamic_path)["outputs"])
         for path, batch in ((dynamic_path, 1), (fixed_path, 3)):
-            net = cv2.dnn.readNetFromONNX(str(path))
-            images = example_images(model, batch, seed=batch)
-            net.setInput(images.numpy())
-            outputs = net.forward(names)
-            _assert_close(list(outputs), _pytorch_outputs(model, images))
+            _assert_opencv_matches(cv2, path, model, batch, names)
+
+
+def _assert_opencv_matches(cv2, path: Path, model, batch: int, names: list[str]) -> None:
+    net = cv2.dnn.readNetFromONNX(str(path))
+    images = example_images(model, batch, seed=batch)
+    net.setInput(images.numpy())
+    _assert_close(list(net.forward(names)), _pytorch_outputs(model, images))
+
+
+def test_opencv_dnn_runs_the_attention_head_at_batch_1(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    model = _build("alm", head="attention")
+    path = export_onnx(model, tmp_path / "attention.onnx")
+    names = list(read_onnx_metadata(path)["outputs"])
+    _assert_opencv_matches(cv2, path, model, 1, names)
 
 
 def test_bninception_alm_exports_with_parity(tmp_path):

@@ -206,18 +206,18 @@ def _split_channels(weights: Tensor, parts: Sequence[ResizedMap]) -> tuple[Tenso
     return weights.split([int(part.features.shape[1]) for part in parts], dim=-1)
 
 
-def channel_combinations(parts: Sequence[ResizedMap], weights: Tensor) -> Tensor:
-    """``sum_c weights[k, c] X[c]`` at every cell of a level, [B, K, H*W], from its small maps.
+def channel_combinations(parts: Sequence[ResizedMap], weights: Sequence[Tensor]) -> Tensor:
+    """``sum_c w[k, c] X[c]`` at every cell of a level, [B, K, H*W], from its small maps.
 
     With X = rows @ L @ cols^T per map, ``sum_c w_c X[c] = rows @ (sum_c w_c L[c]) @ cols^T``:
     the K combinations are taken on each un-resized map and only their result is resized.
 
     Args:
         parts: the level's maps, in concatenation order.
-        weights: [B or 1, K, C].
+        weights: one [B or 1, K, C_part] per map (the rows of w that meet its channels).
     """
     combined = None
-    for part, part_weights in zip(parts, _split_channels(weights, parts), strict=True):
+    for part, part_weights in zip(parts, weights, strict=True):
         # Python ints for h and w only: the batch must stay symbolic for a dynamic export.
         height, width = (int(v) for v in part.features.shape[-2:])
         small = part_weights @ _flatten_last_two(part.features)  # [B, K, h*w]
@@ -400,7 +400,8 @@ class AttributeLocalization(nn.Module):
         ]
         _, reweight = self._mean_and_reweighting(parts)  # [B, M, C] or None
         height, width = parts[0].size
-        maps = channel_combinations(parts, self._classifier_on_f(reweight))  # [B, M, H*W]
+        weights = _split_channels(self._classifier_on_f(reweight), parts)
+        maps = channel_combinations(parts, weights)  # [B, M, H*W]
         return maps.reshape(-1, self.num_attrs, height, width)  # [B, M, H, W]
 
     def _classifier_on_f(self, reweight: Tensor | None) -> Tensor:
@@ -417,7 +418,7 @@ class AttributeLocalization(nn.Module):
         detached = [ResizedMap(p.features.detach(), p.rows, p.cols) for p in parts]
         weights = self._classifier_on_f(reweight).detach()
         # A_m = sum_c w_mc (1 + a_mc) X[c]: the classifier at every cell, only M maps resized.
-        maps = channel_combinations(detached, weights)  # [B, M, H*W]
+        maps = channel_combinations(detached, _split_channels(weights, parts))  # [B, M, H*W]
         centred = maps - maps.mean(dim=-1, keepdim=True)  # [B, M, H*W]
         spread = centred.pow(2).mean(dim=-1, keepdim=True).sqrt().clamp(min=1e-6)
         probs = torch.softmax(centred / (spread * EVIDENCE_TEMPERATURE), dim=-1)

@@ -47,7 +47,11 @@ def channel_mean(parts: Sequence[ResizedMap]) -> Tensor:
     """Cross-channel average of a level, [B, 1, H, W]; each map is averaged before resizing."""
     channels = sum(int(part.features.shape[1]) for part in parts)
     height, width = parts[0].size
-    uniform = parts[0].features.new_full((1, 1, channels), 1 / channels)  # [1, K=1, C]
+    # One constant [1, 1, C_part] per map: a split weight would be a Split node in the graph,
+    # which OpenCV DNN cannot run there.
+    uniform = [
+        part.features.new_full((1, 1, int(part.features.shape[1])), 1 / channels) for part in parts
+    ]
     return channel_combinations(parts, uniform).reshape(-1, 1, height, width)
 
 
