@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -583,7 +585,10 @@ examples:
         default="auto",
         help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default auto)",
     )
-    p.set_defaults(func=_predict)
+    p.set_defaults(
+        func=_predict,
+        interrupted="interrupted; the --json file is not written, overlays drawn so far are kept",
+    )
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -772,8 +777,8 @@ def build_parser() -> argparse.ArgumentParser:
         "attribute-specific localization (ALM).",
         epilog="`pedattr COMMAND --help` explains each command. Exit status: 0 done; 1 a run "
         "failed after its input was accepted, or some inputs could not be predicted; 2 bad "
-        "input (one line on stderr names the file or setting); 130 interrupted (training "
-        "commands save their state first).",
+        "input (one line on stderr names the file or setting); 130 interrupted by Ctrl-C "
+        "(training commands save their state first).",
     )
     from pedattr import __version__
 
@@ -822,10 +827,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         # Training commands have saved their state and said how to continue by now.
-        if getattr(args, "interrupted", ""):
-            print(f"pedattr {args.command}: {args.interrupted}", file=sys.stderr)
+        message = getattr(args, "interrupted", "interrupted")
+        if message:
+            print(f"pedattr {args.command}: {message}", file=sys.stderr)
         return 130
 
 
+def console_main() -> None:
+    """The ``pedattr`` program: :func:`main`, then its exit status.
+
+    Interrupted (status 130), it ends by SIGINT as Python itself does on Ctrl-C, so that a shell
+    loop running pedattr stops too instead of going on to the next command.
+    """
+    status = main()
+    if status == 130 and os.name == "posix":
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+
 import pytest
 
-import pedattr.engine.checkpoint
+import pedattr
 import pedattr.engine.experiment
 import pedattr.engine.training
+import pedattr.inference.command
+import pedattr.inference.export
 from pedattr.cli import main
 from pedattr.engine.training import TrainingError
 from pedattr.inference.export import ExportError
+from tests.helpers import TINY_MODEL
 
 
 def _raiser(error: BaseException):
@@ -26,11 +34,12 @@ def test_a_failed_training_run_is_one_line_and_exit_1(monkeypatch, capsys) -> No
 
 
 def test_a_failed_export_is_one_line_and_exit_1(monkeypatch, capsys, tmp_path) -> None:
+    checkpoint = tmp_path / "m.safetensors"
+    pedattr.save_checkpoint(checkpoint, pedattr.build_model("baseline", num_attrs=2, **TINY_MODEL))
     failure = ExportError("onnxruntime disagrees with PyTorch")
-    monkeypatch.setattr(pedattr.engine.checkpoint, "load_model", _raiser(failure))
-    assert (
-        main(["export", "--checkpoint", "m.safetensors", "--onnx", str(tmp_path / "m.onnx")]) == 1
-    )
+    monkeypatch.setattr(pedattr.inference.export, "export_onnx", _raiser(failure))
+    argv = ["export", "--checkpoint", str(checkpoint), "--onnx", str(tmp_path / "m.onnx")]
+    assert main(argv) == 1
     assert capsys.readouterr().err == f"pedattr export: error: {failure}\n"
 
 
@@ -48,13 +57,44 @@ def test_bad_input_is_exit_2(monkeypatch, capsys) -> None:
             (pedattr.engine.experiment, "run_experiment"),
             "pedattr experiment: interrupted; the same command continues where it stopped\n",
         ),
-        (["train", "--config", "c.yaml"], (pedattr.engine.training, "train"), ""),
+        (
+            ["predict", "--checkpoint", "m.safetensors", "a.jpg"],
+            (pedattr.inference.command, "run_predict"),
+            "pedattr predict: interrupted; the --json file is not written, overlays drawn so "
+            "far are kept\n",
+        ),
+        (
+            ["train", "--config", "c.yaml"],
+            (pedattr.engine.training, "train"),
+            "pedattr train: interrupted\n",
+        ),
     ],
 )
 def test_ctrl_c_is_exit_130_with_the_commands_hint(monkeypatch, capsys, argv, target, message):
     monkeypatch.setattr(*target, _raiser(KeyboardInterrupt()))
     assert main(argv) == 130
     assert capsys.readouterr().err == message
+
+
+@pytest.mark.skipif(os.name != "posix", reason="signals")
+def test_the_program_ends_by_sigint_when_interrupted() -> None:
+    """As Python does on Ctrl-C, so that a shell loop around pedattr stops too."""
+    code = (
+        "import sys, pedattr.engine.training as t\n"
+        "def interrupted(*args, **kwargs):\n"
+        "    raise KeyboardInterrupt\n"
+        "t.train = interrupted\n"
+        "sys.argv = ['pedattr', 'train', '--config', 'c.yaml']\n"
+        "from pedattr.cli import console_main\n"
+        "console_main()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == -signal.SIGINT
+    assert result.stderr == "pedattr train: interrupted\n"
+    # Any other status is the exit status.
+    code = code.replace("raise KeyboardInterrupt", "raise FileNotFoundError('no c.yaml')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr == "pedattr train: error: no c.yaml\n"
 
 
 def test_a_bug_keeps_its_traceback(monkeypatch) -> None:
