@@ -117,7 +117,8 @@ def _add_summary(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--checkpoint",
         metavar="CKPT",
-        help="measure this checkpoint's model at its input size (the other options are ignored)",
+        help="measure this checkpoint's model at its input size (--model, --backbone, "
+        "--num-attrs, --height and --width are ignored; model.* settings are refused)",
     )
     p.add_argument(
         "overrides",

@@ -179,6 +179,9 @@ def test_cli_summary_takes_model_settings_and_checkpoints(capsys, tmp_path):
         k: full[k] for k in ("params", "flops", "options", "input_size")
     }
 
+    baseline = summary("--model", "baseline", "model.pyramid_dim=32", "model.normalization=caffe")
+    assert baseline["options"] == {"normalization": "caffe"}  # the pyramid is not the baseline's
+
     assert main(["summary", "optim.lr=1"]) == 2
     assert "only model.* settings describe a model" in capsys.readouterr().err
     assert main(["summary", "--checkpoint", str(path), "model.head=parts"]) == 2

@@ -29,6 +29,9 @@ __all__ = [
     "summarize_model",
 ]
 
+#: The model settings that change the baseline (the others describe the pyramid and the heads).
+BASELINE_OPTIONS = ("normalization",)
+
 FLOP_CONVENTION = (
     "FLOPs from torch.utils.flop_counter; 1 multiply-add = 2 FLOPs; convolutions, matmuls and "
     "linear layers only: element-wise ops, pooling and normalisation are not counted "
@@ -119,8 +122,8 @@ def summarize_model(model: nn.Module) -> dict:
     Returns:
         A JSON-serialisable dict with keys ``model`` (the architecture), ``backbone``,
         ``num_attrs``, ``input_size`` ([height, width]), ``options`` (the model options that
-        differ from the defaults), ``params``, ``flops`` (int), ``gflops``, ``gmacs``
-        (gflops / 2), ``flops_by_operator`` and ``flop_convention``.
+        differ from the defaults and apply to the architecture), ``params``, ``flops`` (int),
+        ``gflops``, ``gmacs`` (gflops / 2), ``flops_by_operator`` and ``flop_convention``.
     """
     config = model.config
     height, width = (int(s) for s in config.input_size)
@@ -130,7 +133,10 @@ def summarize_model(model: nn.Module) -> dict:
     options = {
         field.name: getattr(config, field.name)
         for field in dataclasses.fields(config)
-        if field.name not in described and getattr(config, field.name) != field.default
+        if field.name not in described
+        and getattr(config, field.name) != field.default
+        # The baseline is the backbone and one classifier: the other settings do not reach it.
+        and (config.arch != "baseline" or field.name in BASELINE_OPTIONS)
     }
     return {
         "model": config.arch,
