@@ -586,10 +586,7 @@ examples:
         default="auto",
         help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default auto)",
     )
-    p.set_defaults(
-        func=_predict,
-        interrupted="interrupted; the --json file is not written, overlays drawn so far are kept",
-    )
+    p.set_defaults(func=_predict)
 
 
 def _export(args: argparse.Namespace) -> int:

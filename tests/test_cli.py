@@ -60,8 +60,7 @@ def test_bad_input_is_exit_2(monkeypatch, capsys) -> None:
         (
             ["predict", "--checkpoint", "m.safetensors", "a.jpg"],
             (pedattr.inference.command, "run_predict"),
-            "pedattr predict: interrupted; the --json file is not written, overlays drawn so "
-            "far are kept\n",
+            "pedattr predict: interrupted\n",
         ),
         (
             ["train", "--config", "c.yaml"],

@@ -24,7 +24,7 @@ import pedattr
 from pedattr.cli import main
 from pedattr.data.dataset import build_loader
 from pedattr.engine.evaluation import predict_loader
-from pedattr.inference import sources
+from pedattr.inference import command, sources
 from pedattr.inference.predictor import (
     GLOBAL_BRANCH,
     ImageReadError,
@@ -389,6 +389,25 @@ def test_attribute_box_grid_writes_a_png(tmp_path):
 
 
 # --- the command ------------------------------------------------------------------------------
+
+
+def test_ctrl_c_keeps_the_predictions_made_so_far(capsys, checkpoint, tmp_path, monkeypatch):
+    paths = write_images(tmp_path / "images", 5)
+    report = command._Run._report
+    calls = []
+
+    def report_then_interrupt(self, prediction, stream):
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # as Ctrl-C does, between two images
+        calls.append(prediction.source)
+        report(self, prediction, stream)
+
+    monkeypatch.setattr(command._Run, "_report", report_then_interrupt)
+    out_json = tmp_path / "out.jsonl"
+    code, out, err = run_cli(capsys, "--checkpoint", checkpoint, *paths, "--json", out_json)
+    assert code == 130 and err == "pedattr predict: interrupted\n"
+    assert [r["source"] for r in read_jsonl(out_json)] == calls == list(map(str, paths[:3]))
+    assert "interrupted after 3 images; wrote" in out
 
 
 def test_cli_files_folders_globs_json_and_overlays(capsys, checkpoint, predictor, tmp_path):
