@@ -100,3 +100,11 @@ def test_a_bug_keeps_its_traceback(monkeypatch) -> None:
     monkeypatch.setattr(pedattr.engine.training, "train", _raiser(ZeroDivisionError()))
     with pytest.raises(ZeroDivisionError):
         main(["train", "--config", "c.yaml"])
+
+
+def test_a_training_run_that_cannot_start_is_bad_input(capsys, tmp_path) -> None:
+    """Setup refusals (no config, a folder that is not a run) are exit 2, not a failed run."""
+    assert main(["train"]) == 2
+    assert "give --config FILE" in capsys.readouterr().err
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "not a pedattr run folder" in capsys.readouterr().err

@@ -96,7 +96,12 @@ SUMMARY_KEYS = ("mA", "accuracy", "precision", "recall", "f1")
 
 
 class TrainingError(RunFailed):
-    """A run that cannot start or go on; the message says why and what is left on disk."""
+    """A run that cannot go on; the message says why and what is left on disk."""
+
+
+class TrainingSetupError(TrainingError, ValueError):
+    """A run that cannot start: a setting, file or folder is not what it should be. It is a
+    ValueError too, so that ``pedattr`` reports it as bad input (exit status 2)."""
 
 
 class TrainingDiverged(TrainingError):
@@ -142,7 +147,7 @@ class RunPaths:
 def require_description(root: str | None) -> DatasetDescription:
     """The prepared dataset ``root``, or one clear error when there is none."""
     if root is None:
-        raise TrainingError("no dataset given: set data.root (or --data) to a prepared folder")
+        raise TrainingSetupError("no dataset given: set data.root (or --data) to a prepared folder")
     return load_description(root)
 
 
@@ -171,7 +176,7 @@ def initialize_from_checkpoint(model: AttributeModel, path: str | Path) -> list[
     """
     source = load_checkpoint(path)
     if source.config.backbone != model.config.backbone:
-        raise TrainingError(
+        raise TrainingSetupError(
             f"{path}: its backbone is {source.config.backbone!r}, the model's is "
             f"{model.config.backbone!r}; --init-from needs the same backbone"
         )
@@ -183,7 +188,7 @@ def initialize_from_checkpoint(model: AttributeModel, path: str | Path) -> list[
     missing = [k for k in target if k.startswith("backbone.") and k not in copied]
     wrong = [k for k, v in copied.items() if k not in target or target[k].shape != v.shape]
     if missing or wrong:
-        raise TrainingError(
+        raise TrainingSetupError(
             f"{path}: backbone weights do not fit the model (missing: {missing[:3]}, "
             f"unexpected or misshapen: {wrong[:3]})"
         )
@@ -292,9 +297,9 @@ def load_state(
             meta = json.loads((handle.metadata() or {})[STATE_KEY])
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise TrainingError(f"{path}: not a readable training state ({err})") from err
+        raise TrainingSetupError(f"{path}: not a readable training state ({err})") from err
     if meta.get("format") != STATE_FORMAT or meta.get("format_version", 0) > STATE_VERSION:
-        raise TrainingError(f"{path}: not a training state this pedattr understands")
+        raise TrainingSetupError(f"{path}: not a training state this pedattr understands")
     check_attributes(
         meta["attribute_names"],
         model.attribute_names,
@@ -305,7 +310,7 @@ def load_state(
     model.load_state_dict(model_state, strict=True)
     saved_groups, groups = len(meta["optimizer"]["param_groups"]), len(optimizer.param_groups)
     if saved_groups != groups:  # checked here: torch's own error does not say what to change
-        raise TrainingError(
+        raise TrainingSetupError(
             f"{path}: saved with {saved_groups} optimizer parameter group(s), this run has "
             f"{groups}; optim.box_lr_scale cannot switch between 1 and another value on resume"
         )
@@ -427,7 +432,7 @@ class Trainer:
                 config.data.part_regions, model_config(config, self.attribute_names)
             )
         except (OSError, ValueError) as err:
-            raise TrainingError(f"data.part_regions: {err}") from err
+            raise TrainingSetupError(f"data.part_regions: {err}") from err
         self._check_run_folder(carved)
         self.model = self._build_model()
         self.autocast_dtype = self._autocast_dtype()
@@ -475,7 +480,9 @@ class Trainer:
         if "val" in set(description.splits.tolist()):
             return description, "val", []
         if not 0 < data.val_fraction < 1:
-            raise TrainingError(f"data.val_fraction must lie in (0, 1), got {data.val_fraction}")
+            raise TrainingSetupError(
+                f"data.val_fraction must lie in (0, 1), got {data.val_fraction}"
+            )
         description, carved = carve_validation(description, data.val_fraction, data.val_seed)
         return description, "val", carved
 
@@ -483,10 +490,10 @@ class Trainer:
         paths = self.paths
         if self.resume:
             if not paths.state.is_file():
-                raise TrainingError(f"{paths.root}: no state.safetensors to resume from")
+                raise TrainingSetupError(f"{paths.root}: no state.safetensors to resume from")
             return
         if paths.state.exists() or paths.log.exists():
-            raise TrainingError(
+            raise TrainingSetupError(
                 f"{paths.root} already holds a run; continue it with "
                 f"`pedattr train --resume {paths.root}` or set run.out to a new folder"
             )
@@ -523,7 +530,7 @@ class Trainer:
         if amp == "none":
             return None
         if amp == "fp16" and device.type != "cuda":
-            raise TrainingError("run.amp=fp16 needs CUDA; use bf16 or none on the CPU")
+            raise TrainingSetupError("run.amp=fp16 needs CUDA; use bf16 or none on the CPU")
         return torch.float16 if amp == "fp16" else torch.bfloat16
 
     def _say(self, message: str) -> None:
@@ -785,7 +792,7 @@ def plan_run(config: TrainConfig, stages: list, source: str) -> list[Stage]:
     if stages and int(os.environ.get("RANK", "0")) == 0:
         recipe = root / RECIPE_FILE
         if recipe.exists():
-            raise TrainingError(
+            raise TrainingSetupError(
                 f"{root} already holds a recipe run; continue it with "
                 f"`pedattr train --resume {root}` or set run.out to a new folder"
             )
@@ -820,7 +827,9 @@ def plan_resume(run_dir: str | Path) -> list[Stage]:
         return expand_stages(config, stages, str(recipe))
     path = root / "config.yaml"
     if not path.is_file():
-        raise TrainingError(f"{root}: not a pedattr run folder (no config.yaml or {RECIPE_FILE})")
+        raise TrainingSetupError(
+            f"{root}: not a pedattr run folder (no config.yaml or {RECIPE_FILE})"
+        )
     config, _ = read_config_file(path)
     config.run.out = str(root)
     return [Stage("", config)]
@@ -861,13 +870,13 @@ def train(
     """
     if resume is not None:
         if config is not None or overrides:
-            raise TrainingError(
+            raise TrainingSetupError(
                 "--resume continues a run as it was configured; drop --config and the overrides"
             )
         stages = plan_resume(resume)
     else:
         if config is None:
-            raise TrainingError("give --config FILE (see configs/) or --resume RUN_DIR")
+            raise TrainingSetupError("give --config FILE (see configs/) or --resume RUN_DIR")
         base, raw_stages = read_config_file(config)
         apply_overrides(base, list(overrides))
         check_values(base, str(config))
