@@ -1,6 +1,6 @@
 """Parameter and FLOP counts of the ALM and baseline models, checked against independent counts.
 
-Parameters: the closed form of ALM_FACTS §1-4. FLOPs: forward hooks on every Conv2d / Linear
+Parameters: a closed form per module. FLOPs: forward hooks on every Conv2d / Linear
 (2 FLOPs per multiply-add, biases not counted), which is what ``FlopCounterMode`` counts for those
 layers; the ALM heads add einsum/bmm products that the hooks cannot see, counted here in closed
 form from the shapes in ``AttributeLocalization.forward``.
@@ -20,7 +20,7 @@ from pedattr.models.complexity import count_flops, count_parameters, format_summ
 from pedattr.models.model import build_model
 
 INPUT_SIZE = (256, 128)
-BACKBONE_PARAMS = 10_270_240  # BN-Inception without last_linear (ALM_FACTS §1)
+BACKBONE_PARAMS = 10_270_240  # BN-Inception without last_linear
 TAP_CHANNELS = (320, 608, 1024)  # 3b, 4d, 5b
 DIM = 256  # pyramid width d
 LEVEL_CHANNELS = (768, 512, 256)  # 3d, 2d, d
@@ -116,7 +116,7 @@ def test_baseline_params(baseline51):
 def test_baseline_flops_match_layer_hooks(baseline51):
     flops = count_flops(baseline51, INPUT_SIZE)
     assert flops == hooked_layer_flops(baseline51, INPUT_SIZE)
-    assert 2.6e9 < flops < 2.7e9  # ALM_FACTS §4: 2.65 GFLOPs
+    assert 2.6e9 < flops < 2.7e9  # BN-Inception at 256x128: 2.65 GFLOPs by this count
 
 
 def test_flops_scale_with_batch(baseline51):

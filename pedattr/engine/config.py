@@ -80,7 +80,7 @@ class DataSection:
 
 @dataclass
 class OptimSection:
-    """Adam with a step schedule (ALM_FACTS §6)."""
+    """Adam with a step schedule (the paper's Appendix A)."""
 
     lr: float = 1e-4
     weight_decay: float = 5e-4
@@ -123,8 +123,8 @@ class RunSection:
     eval_batch_size: int = 64
     #: The validation metric that picks the best checkpoint (higher is better).
     select_metric: Literal["mA", "accuracy", "precision", "recall", "f1"] = "mA"
-    #: Initialise from a checkpoint's backbone (two-stage warm-up, ALM_FACTS §6): a checkpoint
-    #: path, or the name of an earlier stage of a recipe.
+    #: Initialise from a checkpoint's backbone (the two-stage warm-up the authors reported
+    #: using): a checkpoint path, or the name of an earlier stage of a recipe.
     init_from: str | None = None
     #: Log to TensorBoard as well when it is installed.
     tensorboard: bool = True

@@ -47,7 +47,7 @@ __all__ = [
     "convert_authors_checkpoint",
 ]
 
-# PA-100K's 26 attributes in annotation.mat order (ALM_FACTS §8).
+# PA-100K's 26 attributes in annotation.mat order.
 PA100K_ATTRIBUTES: tuple[str, ...] = (
     "Female", "AgeOver60", "Age18-60", "AgeLess18", "Front", "Side", "Back", "Hat", "Glasses",
     "HandBag", "ShoulderBag", "Backpack", "HoldObjectsInFront", "ShortSleeve", "LongSleeve",

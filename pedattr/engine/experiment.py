@@ -66,7 +66,7 @@ class Row:
     Attributes:
         name: the configuration file's stem and the run folder's name.
         label: the row as the paper prints it.
-        paper: the paper's RAP result (mA, F1) in percent (ALM_FACTS §9), for reference.
+        paper: the paper's RAP result (mA, F1) in percent (its Table 1 or 2), for reference.
     """
 
     name: str

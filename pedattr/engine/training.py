@@ -170,9 +170,10 @@ def model_config(config: TrainConfig, attribute_names: list[str]) -> ModelConfig
 def initialize_from_checkpoint(model: AttributeModel, path: str | Path) -> list[str]:
     """Copy a trained model's backbone (and global classifier) into ``model``.
 
-    This is the authors' two-stage warm-up (ALM_FACTS §6): train the plain baseline first, then
-    start ALM from its backbone. The global classifier is copied too when the attributes are
-    the same, since ALM's global branch is the baseline's head. Returns the copied keys.
+    This is the two-stage warm-up the authors reported using after the paper: train the plain
+    baseline first, then start ALM from its backbone. The global classifier is copied too when
+    the attributes are the same, since ALM's global branch is the baseline's head. Returns the
+    copied keys.
     """
     source = load_checkpoint(path)
     if source.config.backbone != model.config.backbone:

@@ -9,7 +9,7 @@ together. Per attribute m, on the level's features X of shape [B, C, H, W], the 
     y_m      = Linear_m(GAP(grid_sample(F_m, affine_grid(theta_m))))     eq. 4, prediction
 
 Computing that literally needs a [B, M, C, H, W] tensor and a Python loop. Two identities avoid
-both (ALM_FACTS §3):
+both:
 
 * ``F_m = X * (1 + a_m)`` with ``1 + a_m > 0`` per channel, so ``pool(F_m) = (1 + a_m) * pool(X)``
   for average and for max pooling alike.

@@ -28,7 +28,7 @@ LEVEL_CHOICES = ("all", "top")
 class ModelConfig:
     """Everything needed to rebuild a model; a checkpoint stores it next to the weights.
 
-    Defaults follow the authors' released code (ALM_FACTS §2-3): bilinear top-down upsampling,
+    Defaults follow the authors' released code: bilinear top-down upsampling,
     average-pooled box regression, border padding and the align_corners=True grid of the
     PyTorch they trained with; ImageNet RGB normalisation; max voting over the four branches.
 
