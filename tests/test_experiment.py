@@ -324,6 +324,16 @@ def test_unknown_attributes_read_the_whole_image_with_one_warning(caplog) -> Non
     assert "Umbrella, Scarf" in record.getMessage()
 
 
+def test_a_rigid_parts_model_warns_once_for_all_its_levels(caplog) -> None:
+    with caplog.at_level(logging.WARNING):
+        model = pedattr.build_model(
+            "alm", attribute_names=["hat", "Umbrella"], head="parts", **TINY_MODEL
+        )
+    assert len(model.heads) == 3 and len(caplog.records) == 1
+    for head in model.heads:
+        assert head.attribute_regions.tolist() == part_regions.region_indices(["hat", "Umbrella"])
+
+
 def skeleton() -> list[list[float]]:
     """14 keypoints (LSP order) of a 100 x 50 pedestrian standing upright."""
     points = {

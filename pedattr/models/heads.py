@@ -208,15 +208,26 @@ class RigidPartHead(nn.Module):
         channels: C.
         attribute_names: the M attributes, which choose their regions.
         align_corners: the grid convention of the returned boxes (the model's).
+        regions: each attribute's region, as :func:`~pedattr.models.part_regions.region_indices`
+            gives it for ``attribute_names``; None looks it up here.
     """
 
     def __init__(
-        self, channels: int, attribute_names: Sequence[str], *, align_corners: bool = True
+        self,
+        channels: int,
+        attribute_names: Sequence[str],
+        *,
+        align_corners: bool = True,
+        regions: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.align_corners = align_corners
-        regions = torch.tensor(region_indices(attribute_names), dtype=torch.int64)
-        self.register_buffer("attribute_regions", regions)  # [M] indices into REGIONS
+        if regions is None:
+            regions = region_indices(attribute_names)
+        if len(regions) != len(attribute_names):
+            raise ValueError(f"{len(regions)} regions for {len(attribute_names)} attributes")
+        indices = torch.tensor(list(regions), dtype=torch.int64)
+        self.register_buffer("attribute_regions", indices)  # [M] indices into REGIONS
         defaults = torch.tensor([DEFAULT_PART_BOXES[part] for part in BODY_PARTS])
         self.register_buffer("default_part_boxes", defaults)  # [3, 4] fractions
         self.classifier = AttributeClassifier(channels, len(attribute_names))

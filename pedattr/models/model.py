@@ -16,6 +16,7 @@ from pedattr.models.alm import BOX_CENTRES, BOX_INITS, AttributeLocalization
 from pedattr.models.backbones import build_backbone
 from pedattr.models.heads import HEADS, AttentionMaskHead, GlobalPoolingHead, RigidPartHead
 from pedattr.models.normalization import InputNormalization
+from pedattr.models.part_regions import region_indices
 from pedattr.models.pyramid import TOP_DOWN_MODES, FeaturePyramid
 
 ARCHS = ("alm", "baseline")
@@ -152,14 +153,25 @@ class BaselineNet(AttributeModel):
         return ModelOutput(logits=logits, branch_logits=(logits,))
 
 
-def build_level_head(config: ModelConfig, channels: int) -> nn.Module:
-    """The module that predicts every attribute from one pyramid level (``config.head``)."""
+def build_level_head(
+    config: ModelConfig, channels: int, regions: Sequence[int] | None = None
+) -> nn.Module:
+    """The module that predicts every attribute from one pyramid level (``config.head``).
+
+    ``regions``: for the rigid-parts head, each attribute's region
+    (:func:`~pedattr.models.part_regions.region_indices`), worked out once for all levels.
+    """
     if config.head == "gap":
         return GlobalPoolingHead(channels, config.num_attrs)
     if config.head == "attention":
         return AttentionMaskHead(channels, config.num_attrs, align_corners=config.align_corners)
     if config.head == "parts":
-        return RigidPartHead(channels, config.attribute_names, align_corners=config.align_corners)
+        return RigidPartHead(
+            channels,
+            config.attribute_names,
+            align_corners=config.align_corners,
+            regions=regions,
+        )
     return AttributeLocalization(
         channels,
         config.num_attrs,
@@ -186,8 +198,10 @@ class ALMNet(AttributeModel):
         self.pyramid = FeaturePyramid(
             used_taps, dim=config.pyramid_dim, upsample=config.upsample, top_down=config.top_down
         )
+        # Looked up once: an attribute without a known region is warned about once, not per level.
+        regions = region_indices(config.attribute_names) if config.head == "parts" else None
         heads = nn.ModuleList(
-            build_level_head(config, channels) for channels in self.pyramid.out_channels
+            build_level_head(config, channels, regions) for channels in self.pyramid.out_channels
         )
         if config.head == "alm":
             self.alms = heads
