@@ -15,6 +15,7 @@ comparable with the paper's tables; thresholds calibrated on the validation spli
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -145,7 +146,7 @@ class Predictions:
             indices=np.concatenate([part.indices for part in parts]).astype(np.int64),
             labels=np.concatenate([part.labels for part in parts]),
             probs=np.concatenate([part.probs for part in parts]),
-            boxes=np.concatenate([part.boxes for part in parts]) if all(with_boxes) else None,
+            boxes=_concatenate_optional([part.boxes for part in parts]),
             winners=_concatenate_optional([part.winners for part in parts]),
             peaks=_concatenate_optional([part.peaks for part in parts]),
         )
@@ -544,57 +545,26 @@ def localization_report(
     names = [description.image_names[int(i)] for i in predictions.indices]
     ground_truth = [description.boxes.get(name, {}) for name in names]
     varying = (description.meta.get("source") or {}).get("location_varying_attributes")
-    scores = localization_scores(
-        pixel_boxes,
-        ground_truth,
-        list(config.attribute_names),
+    # The boxes, the peaks and the fixed box are scored on the same images and ground truth.
+    score = functools.partial(
+        localization_scores,
+        gt_boxes=ground_truth,
+        attribute_names=list(config.attribute_names),
         labels=predictions.labels,
-        winning_level=predictions.winners,
-        level_names=level_names(config),
         location_varying=varying,
         tolerance=tolerance,
         image_sizes=sizes,
     )
+    levels = level_names(config)
+    scores = score(pixel_boxes, winning_level=predictions.winners, level_names=levels)
     if predictions.peaks is not None:
-        scores["activation_peaks"] = _activation_peak_scores(
-            predictions.peaks, config, sizes, ground_truth, predictions.labels, varying, tolerance
-        )
+        # Each peak ([N, L, M, 2] input pixels) is scored as a zero-size box; it has no IoU.
+        points = points_to_pixels(predictions.peaks, input_size=config.input_size, image_size=sizes)
+        peak_scores = score(np.concatenate([points, points], axis=-1), level_names=levels)
+        scores["activation_peaks"] = _without_iou(peak_scores)
     fixed = fixed_box_reference(description, sizes, config.attribute_names)
-    scores["fixed_box_reference"] = localization_scores(
-        fixed[:, None],
-        ground_truth,
-        list(config.attribute_names),
-        labels=predictions.labels,
-        level_names=("fixed",),
-        location_varying=varying,
-        tolerance=tolerance,
-        image_sizes=sizes,
-    )
+    scores["fixed_box_reference"] = score(fixed[:, None], level_names=("fixed",))
     return scores
-
-
-def _activation_peak_scores(
-    peaks: np.ndarray,
-    config: Any,
-    image_size: np.ndarray,
-    ground_truth: list[dict],
-    labels: np.ndarray,
-    varying: Any,
-    tolerance: float,
-) -> dict[str, Any]:
-    """Score activation-map peaks ([N, L, M, 2] input pixels) as zero-size boxes."""
-    points = points_to_pixels(peaks, input_size=config.input_size, image_size=image_size)
-    scores = localization_scores(
-        np.concatenate([points, points], axis=-1),
-        ground_truth,
-        list(config.attribute_names),
-        labels=labels,
-        level_names=level_names(config),
-        location_varying=varying,
-        tolerance=tolerance,
-        image_sizes=image_size,
-    )
-    return _without_iou(scores)
 
 
 def _without_iou(value: Any) -> Any:
