@@ -826,8 +826,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         # Training commands have saved their state and said how to continue by now.
         message = getattr(args, "interrupted", "interrupted")
-        if message:
-            print(f"pedattr {args.command}: {message}", file=sys.stderr)
+        print(f"pedattr {args.command}: {message}", file=sys.stderr)
         return 130
 
 

@@ -350,20 +350,25 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> None:
         _set(config, key, value, "command line")
 
 
-def model_options(overrides: Sequence[str], source: str = "command line") -> dict[str, Any]:
-    """:func:`pedattr.build_model`'s arguments from ``model.key=value`` overrides of the defaults,
-    parsed and checked as ``pedattr train`` does (``model.pretrained`` is left out: nothing is
-    loaded)."""
-    config = TrainConfig()
-    for text in overrides:
-        key, value = parse_override(text)
-        if not key.startswith("model."):
-            raise ConfigError(f"{source}: {key}: only model.* settings describe a model")
-        _set(config, key, value, source)
-    check_values(config, source)
-    options = asdict(config.model)
+def architecture(model: ModelSection) -> dict[str, Any]:
+    """The settings of ``model`` that make the network (all but ``pretrained``, which only says
+    where its starting weights are), as :func:`pedattr.build_model` takes them."""
+    options = asdict(model)
     options.pop("pretrained")
     return options
+
+
+def model_options(overrides: Sequence[str]) -> dict[str, Any]:
+    """:func:`architecture` after ``model.key=value`` overrides of the defaults, parsed and
+    checked as ``pedattr train`` does."""
+    for text in overrides:
+        key, _ = parse_override(text)
+        if not key.startswith("model."):
+            raise ConfigError(f"command line: {key}: only model.* settings describe a model")
+    config = TrainConfig()
+    apply_overrides(config, list(overrides))
+    check_values(config, "command line")
+    return architecture(config.model)
 
 
 def config_from_dict(data: dict, source: str) -> TrainConfig:

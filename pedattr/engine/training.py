@@ -59,6 +59,7 @@ from pedattr.engine.config import (
     Stage,
     TrainConfig,
     apply_overrides,
+    architecture,
     check_values,
     expand_stages,
     read_config_file,
@@ -162,9 +163,7 @@ def training_weights(description: DatasetDescription, split: str) -> Tensor:
 
 
 def model_config(config: TrainConfig, attribute_names: list[str]) -> ModelConfig:
-    options = dataclasses.asdict(config.model)
-    options.pop("pretrained")
-    return ModelConfig(attribute_names=tuple(attribute_names), **options)
+    return ModelConfig(attribute_names=tuple(attribute_names), **architecture(config.model))
 
 
 def initialize_from_checkpoint(model: AttributeModel, path: str | Path) -> list[str]:
