@@ -56,6 +56,7 @@ from torch import Tensor, nn
 from pedattr.metrics import to_numpy
 from pedattr.models.alm import AttributeLocalization
 from pedattr.models.bninception import TAPS
+from pedattr.models.pyramid import level_maps
 
 #: The ALM levels (BN-Inception's tapped blocks), lowest (largest map) first, as
 #: ModelOutput.boxes orders them.
@@ -91,11 +92,7 @@ def level_sizes(model: nn.Module, input_size: tuple[int, int]) -> list[tuple[int
     sizes: list[tuple[int, int]] = []
 
     def record(module: nn.Module, args: tuple) -> None:
-        x = args[0]
-        if isinstance(x, torch.Tensor):
-            sizes.append((int(x.shape[-2]), int(x.shape[-1])))
-        else:  # the pyramid's factorised level: all its maps share the level's size
-            sizes.append(tuple(int(v) for v in x[0].size))
+        sizes.append(level_maps(args[0])[0].size)  # a level's maps all share its size
 
     handles = [head.register_forward_pre_hook(record) for head in heads]
     was_training = model.training

@@ -109,9 +109,8 @@ def model_summary(
     # Imported here so that counting helpers work without building the model zoo.
     from pedattr.models.model import build_model
 
-    height, width = (int(s) for s in input_size)
     model = build_model(
-        arch, backbone=backbone, num_attrs=num_attrs, input_size=(height, width), **options
+        arch, backbone=backbone, num_attrs=num_attrs, input_size=input_size, **options
     )
     return summarize_model(model)
 
@@ -126,7 +125,7 @@ def summarize_model(model: nn.Module) -> dict:
         ``gflops``, ``gmacs`` (gflops / 2), ``flops_by_operator`` and ``flop_convention``.
     """
     config = model.config
-    height, width = (int(s) for s in config.input_size)
+    height, width = config.input_size  # ints: ModelConfig converts them
     by_op = flops_by_operator(model, (height, width))
     flops = sum(by_op.values())
     described = ("arch", "backbone", "attribute_names", "input_size")
