@@ -270,6 +270,15 @@ def test_peaks_are_the_activation_map_maxima_in_image_pixels(predictor, model, p
             assert (x, y) == pytest.approx((expected_x, expected_y))
 
 
+def test_without_peaks_the_predictions_are_the_same_and_peaks_empty(checkpoint, predictor, picture):
+    quick = Predictor.from_checkpoint(checkpoint, device="cpu", batch_size=4, peaks=False)
+    [with_peaks], [without] = predictor.predict(picture), quick.predict(picture)
+    assert with_peaks.peaks and without.peaks == {}
+    assert without.probabilities == with_peaks.probabilities
+    assert without.boxes == with_peaks.boxes
+    assert without.winning_level == with_peaks.winning_level
+
+
 def test_boxes_scale_with_the_image(predictor, picture):
     """The same picture at twice the size resizes to nearly the same input: boxes double."""
     big = np.repeat(np.repeat(picture, 2, axis=0), 2, axis=1)
@@ -445,6 +454,18 @@ def test_cli_files_folders_globs_json_and_overlays(capsys, checkpoint, predictor
 
     code, _, err = run_cli(capsys, "--checkpoint", checkpoint, folder, "--recursive")
     assert code == 0 and err == ""
+
+
+def test_cli_no_peaks_leaves_them_out_of_the_json(capsys, checkpoint, tmp_path):
+    [path] = write_images(tmp_path / "one", 1)
+    records = {}
+    for flag in ([], ["--no-peaks"]):
+        out_json = tmp_path / f"out{len(flag)}.jsonl"
+        code, _, err = run_cli(capsys, "--checkpoint", checkpoint, path, "--json", out_json, *flag)
+        assert code == 0, err
+        [records[bool(flag)]] = read_jsonl(out_json)
+    assert records[False]["peaks"]["Reddish"] and records[True]["peaks"] == {}
+    assert records[True]["probabilities"] == records[False]["probabilities"]
 
 
 def test_cli_bad_inputs_one_line_each_and_the_rest_processed(capsys, checkpoint, tmp_path):

@@ -145,6 +145,7 @@ def run_predict(
     crops: str | os.PathLike | None = None,
     recursive: bool = False,
     device: str = "auto",
+    peaks: bool = True,
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> PredictSummary:
@@ -164,6 +165,8 @@ def run_predict(
         crops: a crops file for videos.
         recursive: search folders' subfolders too.
         device: "auto", "cpu", "cuda" or "cuda:N".
+        peaks: record where each level's activation map peaks (JSON ``peaks``, the crosses of
+            the overlays); False skips that work.
         out, err: where the table and the failures go (default stdout and stderr).
 
     Raises:
@@ -175,7 +178,7 @@ def run_predict(
         raise ValueError(f"--every must be at least 1, got {every}")
     crop_list = read_crops(crops) if crops is not None else None
     predictor = Predictor.from_checkpoint(
-        checkpoint, device=device, thresholds=thresholds, batch_size=batch_size
+        checkpoint, device=device, thresholds=thresholds, batch_size=batch_size, peaks=peaks
     )
     expanded = expand_paths(paths, recursive=recursive)
     out, err = out or sys.stdout, err or sys.stderr
