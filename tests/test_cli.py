@@ -96,6 +96,21 @@ def test_the_program_ends_by_sigint_when_interrupted() -> None:
     assert result.returncode == 2 and result.stderr == "pedattr train: error: no c.yaml\n"
 
 
+def test_python_dash_m_pedattr_is_the_program() -> None:
+    """`make demo` runs `python -m pedattr`: the same program as the console script."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pedattr", "demo", "--num-train", "0"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2  # refused before anything is written
+    assert "pedattr demo: error: the demo needs at least one image" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "pedattr", "--help"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "demo" in result.stdout and "predict" in result.stdout
+
+
 def test_a_bug_keeps_its_traceback(monkeypatch) -> None:
     monkeypatch.setattr(pedattr.engine.training, "train", _raiser(ZeroDivisionError()))
     with pytest.raises(ZeroDivisionError):

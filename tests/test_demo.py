@@ -180,3 +180,12 @@ def test_demo_refuses_to_write_its_run_elsewhere_or_train_the_baseline(tmp_path:
     assert "choose the folder with --out" in capsys.readouterr().err
     assert main([*args, "model.arch=baseline"]) == 2
     assert "model.arch must stay alm" in capsys.readouterr().err
+
+
+def test_demo_checks_its_settings_before_drawing_images(tmp_path: Path, capsys) -> None:
+    args = ["demo", "--out", str(tmp_path), *SPLITS, "--no-pretrained", *TINY]
+    assert main([*args, "optim.epoch=3"]) == 2
+    assert "optim.epoch" in capsys.readouterr().err
+    assert main([*args, "--num-val", "0"]) == 2  # the later option wins
+    assert "--num-val 0" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()

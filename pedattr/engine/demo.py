@@ -92,6 +92,14 @@ def demo_config(
     return config
 
 
+def _check_counts(counts: dict[str, int]) -> None:
+    """The demo trains, selects its epoch on val and scores test: each split needs images."""
+    empty = [split for split in ("train", "val", "test") if counts[split] < 1]
+    if empty:
+        options = ", ".join(f"--num-{split} {counts[split]}" for split in empty)
+        raise ValueError(f"the demo needs at least one image in every split, got {options}")
+
+
 def _say(message: str) -> None:
     tqdm.write(message)
 
@@ -162,6 +170,11 @@ def run_demo(
     start = time.perf_counter()
     out = Path(out_dir)
     counts = {**DEMO_SPLITS, **(splits or {})}
+    _check_counts(counts)
+    if pretrained == "auto":
+        pretrained = find_mobilenet_weights()
+    # The settings are checked before any image is drawn: a typo fails at once.
+    config = demo_config(out, out / "data", overrides=overrides, pretrained=pretrained, seed=seed)
     data = write_synthetic_dataset(
         out / "data",
         num_train=counts["train"],
@@ -170,9 +183,6 @@ def run_demo(
         seed=seed,
         workers=generator_workers,
     )
-    if pretrained == "auto":
-        pretrained = find_mobilenet_weights()
-    config = demo_config(out, data, overrides=overrides, pretrained=pretrained, seed=seed)
     _say(
         f"training ALM on {config.model.backbone} "
         f"({'ImageNet weights ' + Path(pretrained).name if pretrained else 'from scratch'}), "
