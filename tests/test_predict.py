@@ -32,6 +32,9 @@ from pedattr.inference.predictor import (
     Predictor,
 )
 from pedattr.inference.visualize import (
+    _font,
+    _text_size,
+    _wrap,
     attribute_box_grid,
     draw_attribute_boxes,
     level_colour,
@@ -373,6 +376,23 @@ def test_activation_peaks_are_drawn_as_crosses_in_the_level_colour():
     prediction.peaks = {"Hat": point, "Bag": point}
     marked = draw_attribute_boxes(image, prediction, levels=["3b"])
     assert marked.getpixel(centre) == level_colour(0)
+
+
+def test_a_long_grid_title_wraps_within_the_grid(tmp_path):
+    images = [Image.new("RGB", (40, 80), (90, 90, 90))]
+    kwargs = dict(attributes=["Hat"], by="attribute", split_levels=False, cell_height=128)
+    short = attribute_box_grid(images, [fake_prediction()], tmp_path / "s.png", title="a", **kwargs)
+    title = " ".join(["each attribute's box at every level"] * 6)
+    long = attribute_box_grid(
+        images, [fake_prediction()], tmp_path / "l.png", title=title, **kwargs
+    )
+    with Image.open(short) as a, Image.open(long) as b:
+        # Wrapped onto more lines (taller), not drawn past a grid as narrow as its panels.
+        assert b.height > a.height and b.width < 400
+    font = _font(12)
+    lines = _wrap(title.split(), font, 150, " ")
+    assert len(lines) > 3 and " ".join(lines) == title
+    assert all(_text_size(font, line)[0] <= 150 for line in lines)
 
 
 def test_attribute_box_grid_writes_a_png(tmp_path):

@@ -155,12 +155,13 @@ def _draw_peak(
         draw.line((x, y - arm, x, y + arm), fill=outline, width=stroke)
 
 
-def _wrap(items: Sequence[str], font: Font, width: int) -> list[str]:
-    """Join ``items`` with two spaces into lines no wider than ``width`` pixels."""
+def _wrap(items: Sequence[str], font: Font, width: int, separator: str = "  ") -> list[str]:
+    """Join ``items`` with ``separator`` into lines no wider than ``width`` pixels (an item
+    wider than that gets a line of its own)."""
     lines: list[str] = []
     current = ""
     for item in items:
-        candidate = f"{current}  {item}" if current else item
+        candidate = f"{current}{separator}{item}" if current else item
         if current and _text_size(font, candidate)[0] > width:
             lines.append(current)
             current = item
@@ -169,11 +170,14 @@ def _wrap(items: Sequence[str], font: Font, width: int) -> list[str]:
     return [*lines, current] if current else lines
 
 
-def _legend(levels: Sequence[str], entries: Sequence[str], width: int, font: Font) -> Image.Image:
-    """A white strip: a swatch per level colour, then the numbered attribute entries."""
+def _legend(
+    levels: Sequence[str], entries: Sequence[str], width: int, font: Font, separator: str = "  "
+) -> Image.Image:
+    """A white strip: a swatch per level colour, then the entries (the numbered attributes, or
+    the words of a title with ``separator=" "``) wrapped to the width."""
     line_height = _text_size(font, "Ag")[1] + 4
     swatch = line_height - 4
-    body = _wrap(entries, font, width - 2 * _PAD)
+    body = _wrap(entries, font, width - 2 * _PAD, separator)
     strip = Image.new("RGB", (width, _PAD + line_height * (1 + len(body)) + _PAD), _BACKGROUND)
     draw = ImageDraw.Draw(strip)
     x = _PAD
@@ -391,5 +395,6 @@ def attribute_box_grid(
             panels.append(_panel(image, prediction, None, [], empty, cell_height))
         rows.append(_row(panels, row.title, font))
     width = max(row.width for row in rows)
-    header = [_legend(shown_levels, [title] if title else [], width, font)]
+    # The title is wrapped word by word: a long one must not run off the grid's right edge.
+    header = [_legend(shown_levels, title.split() if title else [], width, font, separator=" ")]
     return save_image(_stack(header + rows), out_path)
