@@ -109,17 +109,22 @@ def level_sizes(model: nn.Module, input_size: tuple[int, int]) -> list[tuple[int
 
 
 @contextmanager
-def recording_activation_peaks(model: nn.Module) -> Iterator[list[Tensor]]:
+def recording_activation_peaks(model: nn.Module, *, enabled: bool = True) -> Iterator[list[Tensor]]:
     """While active, each forward of ``model`` appends the peaks of its ALMs' activation maps.
 
     For every image, level and attribute, the cell where
     :meth:`~pedattr.models.alm.AttributeLocalization.activation_map` is largest, as the centre of
     its receptive field in network-input pixels (x, y) (step 3 of the mapping above): one
     [B, L, M, 2] tensor per forward. The maps are computed in float32 without gradients, also
-    under autocast. Models whose levels have no ALM (other heads, the baseline) record nothing.
+    under autocast. Models whose levels have no ALM (other heads, the baseline) record nothing,
+    and so does every model with ``enabled=False`` (no hook is installed).
     """
     model = getattr(model, "module", model)  # a DistributedDataParallel wrapper
-    heads = [h for h in getattr(model, "level_heads", ()) if isinstance(h, AttributeLocalization)]
+    heads = [
+        head
+        for head in (getattr(model, "level_heads", ()) if enabled else ())
+        if isinstance(head, AttributeLocalization)
+    ]
     input_height, input_width = model.config.input_size
     recorded: list[Tensor] = []
     current: list[Tensor] = []

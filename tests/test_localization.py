@@ -332,6 +332,9 @@ def test_peaks_are_recorded_for_alm_levels_only():
     with recording_activation_peaks(masks) as recorded:
         masks(images)
     assert recorded == []
+    with recording_activation_peaks(top, enabled=False) as recorded:
+        top(images)
+    assert recorded == [] and not top.level_heads[0]._forward_pre_hooks
 
 
 def test_points_scale_from_the_input_to_each_image():

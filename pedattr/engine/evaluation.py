@@ -242,10 +242,12 @@ def _predict_batch(
     inputs = {}
     if batch.part_boxes is not None:  # per-image body parts for a rigid-parts model
         inputs["part_boxes"] = batch.part_boxes.to(device, non_blocking=True)
-    recorder = recording_activation_peaks(model) if peaks else contextlib.nullcontext()
-    with _autocast(device, autocast_dtype), recorder as recorded:
+    with (
+        _autocast(device, autocast_dtype),
+        recording_activation_peaks(model, enabled=peaks) as recorded,
+    ):
         output = model(images, **inputs)
-    if peaks and len(recorded) > 1:
+    if len(recorded) > 1:
         raise RuntimeError(f"one forward recorded {len(recorded)} sets of activation peaks")
     # Sigmoid in float32: in half precision, probabilities near 1 round to exactly 1.0.
     probs = torch.sigmoid(output.logits.float())
@@ -259,7 +261,7 @@ def _predict_batch(
         probs=probs.cpu().numpy(),
         boxes=boxes,
         winners=winners,
-        peaks=recorded[0].numpy() if peaks and recorded else None,
+        peaks=recorded[0].numpy() if recorded else None,
     )
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
@@ -530,8 +529,7 @@ class Predictor:
     def _forward(self, prepared: list[_Prepared]) -> list[Prediction]:
         """One forward pass over a batch of resized images, as the evaluation runs it."""
         images = torch.stack([p.pixels for p in prepared]).to(self.device)
-        recorder = recording_activation_peaks(self.model) if self.peaks else nullcontext([])
-        with recorder as recorded:
+        with recording_activation_peaks(self.model, enabled=self.peaks) as recorded:
             output = self.model(images)
         sizes = [p.image_size for p in prepared]
         peaks = None
