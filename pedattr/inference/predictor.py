@@ -356,7 +356,7 @@ def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 class Predictor:
     """Batched attribute prediction with boxes for paths, Pillow images, arrays and tensors.
 
-    Example:
+    Examples:
         >>> predictor = Predictor.from_checkpoint("runs/demo/run/best.safetensors")
         >>> [p] = predictor.predict("person.jpg")
         >>> p.attributes, p.probabilities["Hat"], p.boxes["Hat"]["4d"]

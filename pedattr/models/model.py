@@ -270,7 +270,7 @@ def build_model(
             upsample, box_pooling, padding_mode, align_corners, fusion, levels, top_down,
             channel_attention, head, box_init, box_centre).
 
-    Example:
+    Examples:
         >>> model = build_model("alm", backbone="bninception", num_attrs=51)
     """
     if attribute_names is None:
