@@ -373,8 +373,8 @@ class Predictor:
         source: the checkpoint the model came from, named in messages (None: a model built
             in this process).
         peaks: record where each level's activation map peaks for every attribute
-            (:attr:`Prediction.peaks`); False skips that work (about 2 % of a CPU forward of
-            BN-Inception ALM at 256x128) and leaves ``peaks`` empty.
+            (:attr:`Prediction.peaks`); False skips that work (a small share of a forward,
+            docs/performance.md) and leaves ``peaks`` empty.
 
     Raises:
         ValueError: calibrated thresholds asked for but none stored; thresholds of the wrong
