@@ -52,7 +52,7 @@ TINY = [
     "run.tensorboard=false",
 ]
 ROWS = [(table, row.name) for table, rows in TABLES.items() for row in rows]
-#: What each row must set (paper Sec. 4.2-4.4 as README "Experiments" reads it).
+#: What each row must set (paper Sec. 4.2-4.4 as docs/experiments.md reads it).
 ROW_SETTINGS = {
     "01_baseline": dict(arch="baseline"),
     "02_alm_single_level": dict(levels="top", channel_attention=False, fusion="mean", ds=False),

@@ -12,8 +12,8 @@ Every image read from a prepared dataset goes through the same steps:
    use Pillow's conversion (no ICC colour management);
 3. resize to ``input_size`` (H, W), default 256 x 128, without keeping the aspect ratio (as in
    the paper), bilinear with antialiasing, on a uint8 tensor with
-   ``torchvision.transforms.v2.functional.resize``: the same pixels as Pillow's ``resize`` but
-   about 1.5 times faster on 100 x 250 JPEGs (measured);
+   ``torchvision.transforms.v2.functional.resize``: the same pixels as Pillow's ``resize``, and
+   faster (docs/performance.md);
 4. training only: augmentations on the resized uint8 image, by default just a random horizontal
    flip with probability ``flip_prob`` (the paper's only augmentation);
 5. stay uint8: batches cross from workers and to the GPU at a quarter of float32's size, and

@@ -44,7 +44,7 @@ class ModelSection:
     padding_mode: Literal["border", "zeros"] = "border"
     align_corners: bool = True
     fusion: Literal["max", "mean"] = "max"
-    #: The variants of the paper's Tables 1 and 2 (README, "Experiments").
+    #: The variants of the paper's Tables 1 and 2 (docs/experiments.md).
     levels: Literal["all", "top"] = "all"
     top_down: Literal["concat", "add", "none"] = "concat"
     channel_attention: bool = True

@@ -46,7 +46,7 @@ from pedattr.models.normalization import NORMALIZATIONS
 
 #: Opsets the ONNX export accepts: from 7 (the oldest opset the exporter and onnxruntime
 #: support) to 20 (the newest the TorchScript-based exporter writes). Verified with onnxruntime
-#: for BN-Inception ALM and baseline; the README has the table, with OpenCV DNN.
+#: for BN-Inception ALM and baseline (docs/export.md has the table, with OpenCV DNN).
 SUPPORTED_OPSETS = range(7, 21)
 DEFAULT_OPSET = 17
 #: Largest absolute difference to PyTorch that the parity check accepts, on every output.
@@ -255,7 +255,7 @@ def _trace_to_onnx(
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         # Opsets 7 and 8 predate constant folding and initialisers outside the inputs; the
-        # exporter says so on every export, and the README's opset table does once.
+        # exporter says so on every export, and docs/export.md says it once.
         warnings.filterwarnings("ignore", "Constant folding - unsupported opset")
         warnings.filterwarnings("ignore", "Setting 'keep_initializers_as_inputs=False'")
         try:
@@ -361,7 +361,7 @@ def export_onnx(
             "parity".
         input_dtype: "float32" (RGB in [0, 1]) or "uint8" (RGB in 0..255, converted inside).
         fixed_batch: a batch size to fix instead of the dynamic batch axis (OpenCV DNN runs a
-            dynamic graph only at batch 1; see the README's opset table).
+            dynamic graph only at batch 1; see docs/export.md).
         tolerance: largest absolute output difference the parity check accepts.
 
     Returns:

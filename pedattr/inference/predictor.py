@@ -356,7 +356,7 @@ def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 class Predictor:
     """Batched attribute prediction with boxes for paths, Pillow images, arrays and tensors.
 
-    Example:
+    Examples:
         >>> predictor = Predictor.from_checkpoint("runs/demo/run/best.safetensors")
         >>> [p] = predictor.predict("person.jpg")
         >>> p.attributes, p.probabilities["Hat"], p.boxes["Hat"]["4d"]
@@ -373,8 +373,8 @@ class Predictor:
         source: the checkpoint the model came from, named in messages (None: a model built
             in this process).
         peaks: record where each level's activation map peaks for every attribute
-            (:attr:`Prediction.peaks`); False skips that work (about 2 % of a CPU forward of
-            BN-Inception ALM at 256x128) and leaves ``peaks`` empty.
+            (:attr:`Prediction.peaks`); False skips that work (a small share of a forward,
+            docs/performance.md) and leaves ``peaks`` empty.
 
     Raises:
         ValueError: calibrated thresholds asked for but none stored; thresholds of the wrong

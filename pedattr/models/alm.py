@@ -29,7 +29,7 @@ The result equals the per-attribute computation (including gradients) up to floa
 
 Not in the paper, and off unless ``box_centre="evidence"``: eq. 3 regresses the box's centre
 from pooled features, which say little about where in the image the evidence lies, so on
-pedestrians whose position varies the boxes hardly move (README, "pedattr demo"). The evidence
+pedestrians whose position varies the boxes hardly move (docs/demo.md). The evidence
 centre instead puts the box where the attribute's own classifier finds its evidence:
 
     A_m      = Linear_m(F_m[:, h, w]) - b_m  at every cell (h, w)        activation map
@@ -61,9 +61,8 @@ PADDING_MODES = ("border", "zeros")
 BOX_INITS = ("default", "zero")
 BOX_CENTRES = ("regressed", "evidence")
 #: Temperature of the soft-argmax that centres evidence boxes, on activation maps standardised
-#: over their cells. Chosen on the demo's validation split (README, "Boxes centred on the
-#: evidence"): with 12 epochs 0.2, 0.3 and 0.5 hit 77.2 %, 77.3 % and 71.0 % of the location-
-#: varying attributes; at 1.0 the centre drifts to the map's middle.
+#: over their cells. Chosen on the demo's validation split among values from 0.1 to 1.0; at 1.0
+#: the centre drifts to the map's middle (docs/model.md, "How the design was chosen").
 EVIDENCE_TEMPERATURE = 0.3
 
 

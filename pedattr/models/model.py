@@ -34,7 +34,7 @@ class ModelConfig:
     PyTorch they trained with; ImageNet RGB normalisation; max voting over the four branches.
 
     ``levels``, ``top_down``, ``channel_attention`` and ``head`` describe the variants of the
-    paper's Tables 1 and 2 (README, "Experiments"); their defaults are the paper's final model,
+    paper's Tables 1 and 2 (docs/experiments.md); their defaults are the paper's final model,
     so a configuration saved before they existed rebuilds the same network.
     """
 
@@ -270,7 +270,7 @@ def build_model(
             upsample, box_pooling, padding_mode, align_corners, fusion, levels, top_down,
             channel_attention, head, box_init, box_centre).
 
-    Example:
+    Examples:
         >>> model = build_model("alm", backbone="bninception", num_attrs=51)
     """
     if attribute_names is None:

@@ -20,8 +20,8 @@ def interpolation_matrix(size_in: int, size_out: int, mode: str, like: Tensor) -
     """The [size_out, size_in] matrix of 1-D ``F.interpolate`` (linear without align_corners,
     or nearest), read off by interpolating the identity so it matches PyTorch exactly.
 
-    Both modes are separable, so a 2-D resize is U_h @ X @ U_w^T: on CPU several times faster
-    than ``upsample_bilinear2d`` and its backward, and it exports as plain MatMul.
+    Both modes are separable, so a 2-D resize is U_h @ X @ U_w^T: the ALM folds the matrices
+    into its sampling weights, and the graph exports as plain MatMul.
     """
     eye = torch.eye(size_in, dtype=like.dtype, device=like.device).unsqueeze(0)  # [1, in, in]
     options = dict(mode="linear", align_corners=False) if mode == "bilinear" else dict(mode=mode)
