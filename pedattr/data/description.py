@@ -198,7 +198,7 @@ class DatasetDescription:
         if inside is None:
             return
         resolved = os.path.realpath(path)
-        if os.path.commonpath([resolved, inside]) != inside:
+        if not resolved.startswith(inside.rstrip(os.sep) + os.sep):
             raise PermissionError(
                 f"{path} resolves to {resolved}, outside the image root {inside}; prepare the "
                 "dataset with --allow-external-images to read such images"

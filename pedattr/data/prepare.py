@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -91,7 +92,9 @@ def find_missing_images(raw: RawAnnotations, *, allow_external: bool = True) -> 
             leads, before anything reads it.
     """
     root = Path(raw.image_root)
-    resolved_root = root.resolve()
+    resolved_root = os.path.realpath(root)
+    prefix = resolved_root.rstrip(os.sep) + os.sep  # a plain prefix test: commonpath is slow
+    folders: dict[str, str] = {}  # resolved folder per name's folder: resolving is slow
     names = tqdm(
         raw.image_names,
         desc="checking images",
@@ -101,16 +104,36 @@ def find_missing_images(raw: RawAnnotations, *, allow_external: bool = True) -> 
     )
     missing = []
     for name in names:
-        path = root / name
-        if not path.is_file():
+        # One lstat per image: a regular file needs no further look unless its folder leads out.
+        path = os.path.join(root, name)
+        try:
+            mode = os.lstat(path).st_mode
+        except (OSError, ValueError):  # ValueError: a NUL in the name
             missing.append(name)
-        elif not allow_external and not path.resolve().is_relative_to(resolved_root):
-            raise AnnotationError(
-                f"{_annotation_file(raw)}: image {name!r} resolves to {path.resolve()}, outside "
-                f"the image root {resolved_root} (a symlink); pass --allow-external-images to "
-                "accept images outside it"
-            )
+            continue
+        link = stat.S_ISLNK(mode)
+        if not (os.path.isfile(path) if link else stat.S_ISREG(mode)):
+            missing.append(name)
+        elif not allow_external:
+            resolved = os.path.realpath(path) if link else _in_folder(root, name, folders)
+            if not resolved.startswith(prefix):
+                raise AnnotationError(
+                    f"{_annotation_file(raw)}: image {name!r} resolves to {resolved}, outside "
+                    f"the image root {resolved_root} (a symlink); pass "
+                    "--allow-external-images to accept images outside it"
+                )
     return missing
+
+
+def _in_folder(root: Path, name: str, folders: dict[str, str]) -> str:
+    """Where ``root / name``, not itself a symlink, resolves to; each folder is resolved once.
+
+    ``name`` has no ``..`` (the readers refuse it), so it is its resolved folder plus its name.
+    """
+    folder, file_name = os.path.split(name)
+    if folder not in folders:
+        folders[folder] = os.path.realpath(root / folder)
+    return os.path.join(folders[folder], file_name)
 
 
 def _annotation_file(raw: RawAnnotations) -> str:

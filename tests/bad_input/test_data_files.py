@@ -155,6 +155,11 @@ def test_symlink_leading_out_is_refused_by_prepare(
     assert main(argv) == 2
     _one_line_error(capsys, str(csv_path), "'b.png'", str(tmp_path / "outside.png"))
     assert main([*argv, "--allow-external-images"]) == 0
+    fx.write_images(tmp_path / "elsewhere", ["c.png"])
+    (tmp_path / "raw" / "sub").symlink_to(tmp_path / "elsewhere")  # a folder leading out
+    _csv(csv_path, ["a.png,1,train", "sub/c.png,0,train"])
+    assert main(argv) == 2
+    _one_line_error(capsys, "'sub/c.png'", str(tmp_path / "elsewhere" / "c.png"))
 
 
 def test_symlink_made_after_prepare_is_never_opened(tmp_path: Path) -> None:
