@@ -158,7 +158,7 @@ def drop_images(raw: RawAnnotations, names: Sequence[str]) -> RawAnnotations:
 
 
 def _missing_message(raw: RawAnnotations, missing: Sequence[str]) -> str:
-    shown = "\n".join(f"  {name}" for name in missing[:MISSING_SHOWN])
+    shown = "\n".join(f"  {escaped(name)}" for name in missing[:MISSING_SHOWN])
     more = len(missing) - MISSING_SHOWN
     tail = f"\n  ... and {more} more" if more > 0 else ""
     return (

@@ -387,3 +387,11 @@ def test_control_characters_in_attribute_names_are_escaped(
     prepare_dataset("csv", path, tmp_path / "data")
     out = capsys.readouterr().out
     assert "\x07" not in out and "'Bag\\x07'" in out
+
+
+def test_missing_image_names_are_escaped(tmp_path: Path) -> None:
+    fx.write_images(tmp_path, ["a.png"])
+    path = _csv(tmp_path / "labels.csv", ["a.png,1,train", "b\x1b[2J.png,0,train"])
+    with pytest.raises(FileNotFoundError) as info:
+        prepare_dataset("csv", path, tmp_path / "data", verbose=False)
+    assert "\x1b" not in str(info.value) and "'b\\x1b[2J.png'" in str(info.value)
