@@ -168,6 +168,7 @@ def _prepare(args: argparse.Namespace) -> int:
         args.root,
         args.out,
         allow_missing=args.allow_missing,
+        allow_external_images=args.allow_external_images,
         attributes=attributes,
         **options,
     )
@@ -225,6 +226,13 @@ def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="leave out samples whose image is missing (listed in dataset.json) instead of "
         "refusing",
+    )
+    p.add_argument(
+        "--allow-external-images",
+        action="store_true",
+        help="accept image names that are absolute or climb out of the image root with '..', "
+        "and images that are symlinks leading outside it (recorded in dataset.json, so that "
+        "training reads them too); by default they are refused, naming the file and row",
     )
     p.add_argument(
         "--option",

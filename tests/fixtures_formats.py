@@ -522,10 +522,17 @@ def rethinking_object(kind: str = "pa100k", seed: int = 4) -> tuple[_EasyDict, E
 
 
 def write_rethinking_pkl(
-    root: Path, *, kind: str = "pa100k", protocol: int = pickle.DEFAULT_PROTOCOL
+    root: Path,
+    *,
+    kind: str = "pa100k",
+    protocol: int = pickle.DEFAULT_PROTOCOL,
+    mutate: Callable[[_EasyDict], Any] | None = None,
 ) -> Expected:
-    """Write ``<root>/dataset_all.pkl`` as the real scripts do: a pickled ``easydict.EasyDict``."""
+    """Write ``<root>/dataset_all.pkl`` as the real scripts do: a pickled ``easydict.EasyDict``
+    (``mutate`` edits it first)."""
     dataset, expected = rethinking_object(kind)
+    if mutate is not None:
+        mutate(dataset)
     root.mkdir(parents=True, exist_ok=True)
     path = root / "dataset_all.pkl"
     with _fake_easydict_module():

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +21,51 @@ SPLITS = ("train", "val", "test")
 
 class AnnotationError(ValueError):
     """An annotation file that does not match its format; the message names file and field."""
+
+
+#: How a user accepts image names outside the image root, for messages.
+ALLOW_EXTERNAL_HINT = (
+    "image names must be relative to the image root, without '..' (pass "
+    "--allow-external-images to accept images outside it)"
+)
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def image_name_problem(name: str, *, allow_external: bool = False) -> str | None:
+    """What is wrong with an image name from an annotation, or None.
+
+    A name must stay inside the image root: not absolute (``/x``, ``\\\\server\\x``,
+    ``C:/x``) and without a ``..`` component (refused even where it would come back inside, since
+    ``a/..`` is not ``.`` when ``a`` is a symlink). ``allow_external`` accepts both; a NUL
+    character is never a file name.
+    """
+    if "\0" in name:
+        return "contains a NUL character"
+    if allow_external:
+        return None
+    if name.startswith(("/", "\\")) or _WINDOWS_DRIVE.match(name):
+        return f"is an absolute path; {ALLOW_EXTERNAL_HINT}"
+    if ".." in re.split(r"[/\\]", name):
+        return f"climbs out of the image root with '..'; {ALLOW_EXTERNAL_HINT}"
+    return None
+
+
+def check_image_name(name: str, *, where: str, allow_external: bool = False) -> str:
+    """``name``, or an :class:`AnnotationError` naming ``where`` (file and row) and the problem."""
+    problem = image_name_problem(name, allow_external=allow_external)
+    if problem is not None:
+        raise AnnotationError(f"{where}: image name {name!r} {problem}")
+    return name
+
+
+def check_image_names(
+    names: Iterable[str], *, file: Path, field: str, allow_external: bool = False
+) -> None:
+    """:func:`check_image_name` for each entry of an annotation field (1-based in messages)."""
+    for number, name in enumerate(names, start=1):
+        check_image_name(
+            name, where=f"{file}: field '{field}' entry {number}", allow_external=allow_external
+        )
 
 
 def positive_ratio(labels: np.ndarray, attribute_names: Sequence[str] | None = None) -> np.ndarray:
@@ -40,6 +89,54 @@ def positive_ratio(labels: np.ndarray, attribute_names: Sequence[str] | None = N
     return (labels == 1).sum(axis=0) / known
 
 
+def read_text_file(path: str | os.PathLike, *, newline: str | None = None) -> str:
+    """The text of a UTF-8 file, a leading byte-order mark (as Windows editors write) dropped.
+
+    Args:
+        path: the file.
+        newline: as :func:`open`'s: None turns ``\\r\\n`` and ``\\r`` into ``\\n``; ``""``
+            keeps line ends as they are (for :mod:`csv`).
+
+    Raises:
+        AnnotationError: the file is not UTF-8; the message names it, the line and the byte.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        text = data[start:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        offset = start + err.start
+        line = data.count(b"\n", 0, offset) + 1
+        raise AnnotationError(
+            f"{path}, line {line}: not UTF-8 text (byte 0x{data[offset]:02x}); save the file "
+            "as UTF-8"
+        ) from None
+    if newline is None:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def read_csv_rows(path: Path) -> list[list[str]]:
+    """The rows of a UTF-8 CSV file (Excel's byte-order mark dropped).
+
+    Raises:
+        AnnotationError: the file is not UTF-8, or the csv module refuses a row (a cell over its
+            field size limit, a NUL character, ...); the message names the file and the line.
+    """
+    reader = csv.reader(io.StringIO(read_text_file(path, newline=""), newline=""))
+    try:
+        return list(reader)
+    except csv.Error as err:
+        raise AnnotationError(f"{path}, line {reader.line_num}: not a CSV row ({err})") from None
+
+
+def escaped(name: str) -> str:
+    """``name`` for a message: as it is, unless it holds control or other unprintable
+    characters, which are shown escaped (``repr``) so that a message stays one line."""
+    return name if name.isprintable() else repr(name)
+
+
 def read_names_file(
     path: str | os.PathLike, *, expected: int | None = None, reason: str = ""
 ) -> list[str]:
@@ -57,14 +154,15 @@ def read_names_file(
         AnnotationError: no names, a repeated name or the wrong count; the message names the file.
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8-sig")
-    names = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    text = read_text_file(path)
+    names = [line.split("#", 1)[0].strip() for line in text.split("\n")]
     names = [name for name in names if name]
     if not names:
         raise AnnotationError(f"{path}: no attribute names in the file")
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
-        raise AnnotationError(f"{path}: duplicate attribute names: {', '.join(repeated)}")
+        shown = ", ".join(map(escaped, repeated))
+        raise AnnotationError(f"{path}: duplicate attribute names: {shown}")
     if expected is not None and len(names) != expected:
         because = f" ({reason})" if reason else ""
         raise AnnotationError(f"{path}: {len(names)} attribute names, expected {expected}{because}")

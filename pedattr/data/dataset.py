@@ -25,7 +25,9 @@ An image that cannot be read (missing, corrupt, truncated, not an image) does no
 dataset: the sample carries a :class:`DecodeFailure` instead of a tensor,
 :func:`collate_skip_failed` drops it from the batch and lists its path in :attr:`Batch.failed`,
 and a :class:`FailureTracker` in the main process logs it and stops the run once more than
-``max_fraction`` of the images failed.
+``max_fraction`` of the images failed. An image that resolves (through a symlink placed after
+``pedattr prepare`` checked it) outside the dataset's image root is such a failure too, and is
+never opened, unless the dataset was prepared with ``--allow-external-images``.
 """
 
 from __future__ import annotations
@@ -320,6 +322,7 @@ class AttributeDataset(Dataset):
         index = int(self.indices[position])
         labels = self.labels[position]
         try:
+            self.description.check_inside(path)
             image = load_rgb(path)
         except Exception as err:  # any per-file failure is counted, not fatal; see FailureTracker
             reason = f"{type(err).__name__}: {err}"

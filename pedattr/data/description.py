@@ -8,7 +8,9 @@
     split), ``positive_ratio`` (per attribute, over the training split only, unknown labels
     excluded: the loss weights), ``num_samples``, ``source`` (format, annotation file, partition,
     ...), ``missing_images`` (listed when prepared with ``--allow-missing``), ``has_boxes``,
-    ``pedattr_version``, ``created``.
+    ``pedattr_version``, ``created``, and ``external_images`` (true when prepared with
+    ``--allow-external-images``: only then may image names be absolute or climb out of
+    ``image_root`` with ``..``, and images resolve, through symlinks, outside it).
 ``samples.csv``
     One row per image: ``image`` (path relative to ``image_root``), ``split``
     (train / val / test), then one column per attribute with 0, 1 or 2 (unknown).
@@ -23,9 +25,11 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +41,10 @@ from pedattr.data.annotations import (
     UNKNOWN,
     AnnotationError,
     RawAnnotations,
+    check_image_name,
     positive_ratio,
+    read_csv_rows,
+    read_text_file,
 )
 
 FORMAT_NAME = "pedattr-dataset"
@@ -77,9 +84,17 @@ def _samples_csv(raw: RawAnnotations) -> str:
 
 
 def write_description(
-    raw: RawAnnotations, out_dir: str | os.PathLike, *, missing_images: list[str] | None = None
+    raw: RawAnnotations,
+    out_dir: str | os.PathLike,
+    *,
+    missing_images: list[str] | None = None,
+    external_images: bool = False,
 ) -> Path:
-    """Write ``raw`` as a dataset description folder; returns the path of ``dataset.json``."""
+    """Write ``raw`` as a dataset description folder; returns the path of ``dataset.json``.
+
+    ``external_images`` records that the user accepted image names outside the image root
+    (``pedattr prepare --allow-external-images``), so that loading accepts them too.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {
@@ -93,6 +108,7 @@ def write_description(
         "source": raw.source,
         "missing_images": list(missing_images or []),
         "has_boxes": raw.boxes is not None,
+        "external_images": bool(external_images),
         "pedattr_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -128,12 +144,15 @@ class DatasetDescription:
             raise FileNotFoundError(
                 f"{root}: no {DESCRIPTION_FILE}; prepare the dataset with `pedattr prepare`"
             )
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT_NAME or meta.get("format_version", 0) > FORMAT_VERSION:
-            raise AnnotationError(f"{meta_path}: not a dataset description this pedattr reads")
-        names, labels, splits = _read_samples(root / SAMPLES_FILE, meta["attributes"])
+        meta = _check_meta(_read_json(meta_path), meta_path)
+        names, labels, splits = _read_samples(
+            root / SAMPLES_FILE, meta["attributes"], external_images=meta["external_images"]
+        )
         image_root = Path(meta["image_root"])
         boxes_path = root / BOXES_FILE
+        boxes = _read_json(boxes_path) if boxes_path.is_file() else None
+        if boxes is not None and not isinstance(boxes, dict):
+            raise AnnotationError(f"{boxes_path}: expected a JSON object (image -> boxes)")
         return cls(
             root=root,
             attribute_names=list(meta["attributes"]),
@@ -145,7 +164,7 @@ class DatasetDescription:
             if meta["positive_ratio"] is None
             else np.asarray(meta["positive_ratio"], dtype=np.float64),
             meta=meta,
-            boxes=json.loads(boxes_path.read_text()) if boxes_path.is_file() else None,
+            boxes=boxes,
         )
 
     def split_indices(self, split: str) -> np.ndarray:
@@ -161,14 +180,103 @@ class DatasetDescription:
     def image_path(self, index: int) -> Path:
         return self.image_root / self.image_names[index]
 
+    @cached_property
+    def _resolved_image_root(self) -> str | None:
+        """Where every image must resolve to; None when external images were accepted."""
+        if self.meta.get("external_images") is True:
+            return None
+        return os.path.realpath(self.image_root)
 
-def _read_samples(path: Path, attributes: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header != ["image", "split", *attributes]:
-            raise AnnotationError(f"{path}: header does not match the attributes of dataset.json")
-        rows = list(reader)
+    def check_inside(self, path: str | os.PathLike) -> None:
+        """Raise :class:`PermissionError` for an image that resolves outside the image root.
+
+        Called before an image is opened: a symlink placed after ``pedattr prepare`` checked
+        the dataset must not lead reads out of it (unless it was prepared with
+        ``--allow-external-images``).
+        """
+        inside = self._resolved_image_root
+        if inside is None:
+            return
+        resolved = os.path.realpath(path)
+        if not resolved.startswith(inside.rstrip(os.sep) + os.sep):
+            raise PermissionError(
+                f"{path} resolves to {resolved}, outside the image root {inside}; prepare the "
+                "dataset with --allow-external-images to read such images"
+            )
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(read_text_file(path))
+    except json.JSONDecodeError as err:
+        raise AnnotationError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise AnnotationError(f"{path}: JSON nested too deeply") from None
+
+
+def _type_name(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _check_meta(meta: object, path: Path) -> dict:
+    """``dataset.json``'s content, checked for the keys and types that loading uses."""
+    if not isinstance(meta, dict):
+        raise AnnotationError(f"{path}: expected a JSON object, found {_type_name(meta)}")
+    version = meta.get("format_version", 0)
+    if (
+        meta.get("format") != FORMAT_NAME
+        or not isinstance(version, int)
+        or version > FORMAT_VERSION
+    ):
+        raise AnnotationError(f"{path}: not a dataset description this pedattr reads")
+    for key in ("attributes", "image_root", "positive_ratio"):
+        if key not in meta:
+            raise AnnotationError(f"{path}: missing key {key!r}")
+    attributes = meta["attributes"]
+    if not isinstance(attributes, list) or not all(isinstance(a, str) for a in attributes):
+        raise AnnotationError(f"{path}: 'attributes' must be a list of strings")
+    if not attributes:
+        raise AnnotationError(f"{path}: 'attributes' is empty")
+    if not isinstance(meta["image_root"], str) or not meta["image_root"]:
+        raise AnnotationError(f"{path}: 'image_root' must be a folder name (a string)")
+    ratio = meta["positive_ratio"]
+    if ratio is not None and not (
+        isinstance(ratio, list)
+        and len(ratio) == len(attributes)
+        and all(
+            isinstance(r, (int, float)) and not isinstance(r, bool) and math.isfinite(r)
+            for r in ratio
+        )
+    ):
+        raise AnnotationError(
+            f"{path}: 'positive_ratio' must be null or {len(attributes)} numbers (one per "
+            "attribute)"
+        )
+    external = meta.get("external_images", False)
+    if not isinstance(external, bool):
+        raise AnnotationError(
+            f"{path}: 'external_images' must be true or false, found {_type_name(external)}"
+        )
+    return {**meta, "external_images": external}
+
+
+def _read_samples(
+    path: Path, attributes: list[str], *, external_images: bool = False
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    table = read_csv_rows(path)
+    header = table[0] if table else None
+    if header != ["image", "split", *attributes]:
+        raise AnnotationError(f"{path}: header does not match the attributes of dataset.json")
+    rows = []
+    for number, row in enumerate(table[1:], start=2):
+        if not row:  # a blank line
+            continue
+        if len(row) != len(header):
+            raise AnnotationError(
+                f"{path}, line {number}: {len(row)} cells, expected {len(header)} like the header"
+            )
+        check_image_name(row[0], where=f"{path}, line {number}", allow_external=external_images)
+        rows.append(row)
     names = [row[0] for row in rows]
     splits = np.array([row[1] for row in rows], dtype=object)
     try:

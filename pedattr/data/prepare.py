@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from pedattr.data.annotations import SPLITS, AnnotationError, RawAnnotations, read_names_file
+from pedattr.data.annotations import (
+    SPLITS,
+    AnnotationError,
+    RawAnnotations,
+    escaped,
+    read_names_file,
+)
 from pedattr.data.description import write_description
 
 #: Missing images named in the error message; the rest are counted.
@@ -75,9 +82,19 @@ def select_attributes(raw: RawAnnotations, names: Sequence[str]) -> RawAnnotatio
     return selected
 
 
-def find_missing_images(raw: RawAnnotations) -> list[str]:
-    """Image names (relative to ``raw.image_root``) that are not an existing file."""
+def find_missing_images(raw: RawAnnotations, *, allow_external: bool = True) -> list[str]:
+    """Image names (relative to ``raw.image_root``) that are not an existing file.
+
+    Args:
+        raw: the annotations.
+        allow_external: accept images that resolve (through symlinks) outside the image root;
+            when False, such an image raises :class:`AnnotationError` naming it and where it
+            leads, before anything reads it.
+    """
     root = Path(raw.image_root)
+    resolved_root = os.path.realpath(root)
+    prefix = resolved_root.rstrip(os.sep) + os.sep  # a plain prefix test: commonpath is slow
+    folders: dict[str, str] = {}  # resolved folder per name's folder: resolving is slow
     names = tqdm(
         raw.image_names,
         desc="checking images",
@@ -85,7 +102,45 @@ def find_missing_images(raw: RawAnnotations) -> list[str]:
         disable=len(raw.image_names) < PROGRESS_MIN_IMAGES,
         leave=False,
     )
-    return [name for name in names if not (root / name).is_file()]
+    missing = []
+    for name in names:
+        # One lstat per image: a regular file needs no further look unless its folder leads out.
+        path = os.path.join(root, name)
+        try:
+            mode = os.lstat(path).st_mode
+        except (OSError, ValueError):  # ValueError: a NUL in the name
+            missing.append(name)
+            continue
+        link = stat.S_ISLNK(mode)
+        if not (os.path.isfile(path) if link else stat.S_ISREG(mode)):
+            missing.append(name)
+        elif not allow_external:
+            resolved = os.path.realpath(path) if link else _in_folder(root, name, folders)
+            if not resolved.startswith(prefix):
+                raise AnnotationError(
+                    f"{_annotation_file(raw)}: image {name!r} resolves to {resolved}, outside "
+                    f"the image root {resolved_root} (a symlink); pass "
+                    "--allow-external-images to accept images outside it"
+                )
+    return missing
+
+
+def _in_folder(root: Path, name: str, folders: dict[str, str]) -> str:
+    """Where ``root / name``, not itself a symlink, resolves to; each folder is resolved once.
+
+    ``name`` has no ``..`` (the readers refuse it), so it is its resolved folder plus its name.
+    """
+    folder, file_name = os.path.split(name)
+    if folder not in folders:
+        folders[folder] = os.path.realpath(root / folder)
+    return os.path.join(folders[folder], file_name)
+
+
+def _annotation_file(raw: RawAnnotations) -> str:
+    annotation = raw.source.get("annotation")
+    if isinstance(annotation, dict):  # one list per split
+        return ", ".join(map(str, annotation.values()))
+    return str(annotation) if annotation else "the annotations"
 
 
 def drop_images(raw: RawAnnotations, names: Sequence[str]) -> RawAnnotations:
@@ -103,7 +158,7 @@ def drop_images(raw: RawAnnotations, names: Sequence[str]) -> RawAnnotations:
 
 
 def _missing_message(raw: RawAnnotations, missing: Sequence[str]) -> str:
-    shown = "\n".join(f"  {name}" for name in missing[:MISSING_SHOWN])
+    shown = "\n".join(f"  {escaped(name)}" for name in missing[:MISSING_SHOWN])
     more = len(missing) - MISSING_SHOWN
     tail = f"\n  ... and {more} more" if more > 0 else ""
     return (
@@ -113,13 +168,16 @@ def _missing_message(raw: RawAnnotations, missing: Sequence[str]) -> str:
     )
 
 
-def check_images(raw: RawAnnotations, *, allow_missing: bool) -> tuple[RawAnnotations, list[str]]:
+def check_images(
+    raw: RawAnnotations, *, allow_missing: bool, allow_external: bool = False
+) -> tuple[RawAnnotations, list[str]]:
     """Check every referenced image exists; returns the samples to keep and the missing names.
 
     Raises:
         MissingImagesError: some images are missing and ``allow_missing`` is off, or all are.
+        AnnotationError: an image resolves outside the image root and ``allow_external`` is off.
     """
-    missing = find_missing_images(raw)
+    missing = find_missing_images(raw, allow_external=allow_external)
     if not missing:
         return raw, []
     if not allow_missing or len(missing) == len(raw.image_names):
@@ -135,7 +193,7 @@ def format_summary(raw: RawAnnotations, out_dir: Path, missing: Sequence[str]) -
         if (raw.splits == split).any()
     )
     names = raw.attribute_names
-    listed = ", ".join(names if len(names) <= 12 else [*names[:12], "..."])
+    listed = ", ".join(map(escaped, names if len(names) <= 12 else [*names[:12], "..."]))
     lines = [
         f"prepared {out_dir}: {len(raw.image_names)} images ({counts})",
         f"  {len(names)} attributes: {listed}",
@@ -152,6 +210,7 @@ def prepare_dataset(
     out_dir: str | os.PathLike,
     *,
     allow_missing: bool = False,
+    allow_external_images: bool = False,
     attributes: Sequence[str] | None = None,
     verbose: bool = True,
     **reader_options,
@@ -164,6 +223,10 @@ def prepare_dataset(
         out_dir: folder to write ``dataset.json`` and ``samples.csv`` to.
         allow_missing: leave out samples whose image is missing (listed in the description's
             ``missing_images``) instead of refusing.
+        allow_external_images: accept image names that are absolute or climb out of the image
+            root with ``..``, and images that resolve (through symlinks) outside it; recorded
+            in ``dataset.json`` so that training reads them too. By default such a name is
+            refused with the file and row that hold it, and nothing outside the root is read.
         attributes: attribute names to keep, in output order; default: all, in the official
             file order.
         verbose: print a summary.
@@ -179,14 +242,20 @@ def prepare_dataset(
     """
     from pedattr.data.formats import read_annotations
 
-    raw = read_annotations(format_name, root, **reader_options)
+    if "allow_external_images" in reader_options:
+        raise ValueError("pass allow_external_images as itself (--allow-external-images)")
+    raw = read_annotations(
+        format_name, root, allow_external_images=allow_external_images, **reader_options
+    )
     # Absolute, because the description resolves a relative image_root against its own folder.
     raw = dataclasses.replace(raw, image_root=Path(raw.image_root).resolve())
     if attributes is not None:
         raw = select_attributes(raw, attributes)
-    raw, missing = check_images(raw, allow_missing=allow_missing)
+    raw, missing = check_images(
+        raw, allow_missing=allow_missing, allow_external=allow_external_images
+    )
     out_dir = Path(out_dir)
-    write_description(raw, out_dir, missing_images=missing)
+    write_description(raw, out_dir, missing_images=missing, external_images=allow_external_images)
     if verbose:
         print(format_summary(raw, out_dir, missing))
     return out_dir

@@ -498,7 +498,9 @@ def image_sizes(description: DatasetDescription, indices: np.ndarray) -> np.ndar
 
     sizes = []
     for index in indices:
-        with Image.open(description.image_path(int(index))) as image:
+        path = description.image_path(int(index))
+        description.check_inside(path)
+        with Image.open(path) as image:
             width, height = image.size
             # EXIF orientations 5-8 turn the image by 90 degrees, as the pipeline shows it.
             if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pedattr.data.annotations import SPLITS, RawAnnotations
+from pedattr.data.annotations import SPLITS, RawAnnotations, check_image_names
 from pedattr.data.formats._common import (
     PathLike,
     build,
@@ -28,12 +28,19 @@ ANNOTATION_FILE = "annotation.mat"
 IMAGE_FOLDERS = ("data", "release_data/release_data")
 
 
-def read_pa100k(root: PathLike, *, annotation: PathLike | None = None) -> RawAnnotations:
+def read_pa100k(
+    root: PathLike,
+    *,
+    annotation: PathLike | None = None,
+    allow_external_images: bool = False,
+) -> RawAnnotations:
     """Read PA-100K from its official ``annotation.mat``.
 
     Args:
         root: the dataset folder (holding ``annotation.mat`` and the image folder).
         annotation: the annotation file, when not ``<root>/annotation.mat``.
+        allow_external_images: accept image names that are absolute or climb out of the
+            image folder with ``..`` (refused by default, naming the file and entry).
 
     Returns:
         All 26 attributes in file order; the official train / val / test splits.
@@ -48,6 +55,12 @@ def read_pa100k(root: PathLike, *, annotation: PathLike | None = None) -> RawAnn
     splits: list[str] = []
     for split in SPLITS:
         split_names = mat.strings(f"{split}_images_name")
+        check_image_names(
+            split_names,
+            file=path,
+            field=f"{split}_images_name",
+            allow_external=allow_external_images,
+        )
         split_labels = mat.matrix(f"{split}_label")
         if split_labels.shape != (len(split_names), len(attributes)):
             raise mat.error(

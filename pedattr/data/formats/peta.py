@@ -33,7 +33,11 @@ SPLIT_FIELDS = {"train": ("train",), "val": ("val",), "test": ("test",)}
 
 
 def read_peta(
-    root: PathLike, *, partition: int = 0, annotation: PathLike | None = None
+    root: PathLike,
+    *,
+    partition: int = 0,
+    annotation: PathLike | None = None,
+    allow_external_images: bool = False,  # noqa: ARG001 - the names are numbers, always inside
 ) -> RawAnnotations:
     """Read PETA from ``PETA.mat`` (the 35-attribute protocol).
 
@@ -41,6 +45,8 @@ def read_peta(
         root: the dataset folder (holding ``PETA.mat`` and ``images/``).
         partition: which of the file's random partitions to use, 0-based (0..4).
         annotation: the annotation file, when not ``<root>/PETA.mat``.
+        allow_external_images: accepted like every reader's; PETA's image names are
+            generated from row numbers, so they are always inside the image folder.
 
     Returns:
         The first 35 attributes in file order; the partition's train / val / test splits.

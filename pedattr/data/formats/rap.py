@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pedattr.data.annotations import RawAnnotations
+from pedattr.data.annotations import RawAnnotations, check_image_names
 from pedattr.data.formats._common import (
     PathLike,
     build,
@@ -70,8 +70,15 @@ def _names_and_matrix(
     name_fields: tuple[str, ...],
     label_fields: tuple[str, ...],
     attribute_fields: tuple[str, ...],
+    allow_external: bool,
 ) -> tuple[list[str], list[str], np.ndarray]:
     images = rap.strings(*name_fields)
+    check_image_names(
+        images,
+        file=rap.file,
+        field=rap.path_of(rap.find(*name_fields)),
+        allow_external=allow_external,
+    )
     check_unique(images, file=rap.file, field=rap.path_of(rap.find(*name_fields)))
     data = rap.matrix(*label_fields)
     attributes = rap.strings(*attribute_fields)
@@ -86,7 +93,11 @@ def _names_and_matrix(
 
 
 def read_rap1(
-    root: PathLike, *, partition: int = 0, annotation: PathLike | None = None
+    root: PathLike,
+    *,
+    partition: int = 0,
+    annotation: PathLike | None = None,
+    allow_external_images: bool = False,
 ) -> RawAnnotations:
     """Read RAP v1 from its ``RAP_annotation.mat`` (the 51-attribute protocol).
 
@@ -95,6 +106,8 @@ def read_rap1(
         partition: which of the file's random partitions to use, 0-based (0..4).
         annotation: the annotation file, when not ``<root>/RAP_annotation/RAP_annotation.mat``
             (or ``<root>/RAP_annotation.mat``).
+        allow_external_images: accept image names that are absolute or climb out of the
+            image folder with ``..`` (refused by default, naming the file and entry).
 
     Returns:
         The first 51 attributes in file order, 2 = unknown; the partition's train and test
@@ -103,7 +116,7 @@ def read_rap1(
     root = Path(root)
     path, rap, version = _load(root, annotation)
     images, attributes, data = _names_and_matrix(
-        rap, RAP1_NAME_FIELDS, RAP1_LABEL_FIELDS, RAP1_ATTRIBUTE_FIELDS
+        rap, RAP1_NAME_FIELDS, RAP1_LABEL_FIELDS, RAP1_ATTRIBUTE_FIELDS, allow_external_images
     )
     if len(attributes) < RAP1_EVALUATED_ATTRIBUTES:
         raise rap.error(
@@ -145,7 +158,11 @@ def read_rap1(
 
 
 def read_rap2(
-    root: PathLike, *, partition: int = 0, annotation: PathLike | None = None
+    root: PathLike,
+    *,
+    partition: int = 0,
+    annotation: PathLike | None = None,
+    allow_external_images: bool = False,
 ) -> RawAnnotations:
     """Read RAP v2 from its ``RAP_annotation.mat`` (the 54 selected attributes).
 
@@ -154,6 +171,8 @@ def read_rap2(
         partition: which of the file's random partitions to use, 0-based (0..4).
         annotation: the annotation file, when not ``<root>/RAP_annotation/RAP_annotation.mat``
             (or ``<root>/RAP_annotation.mat``).
+        allow_external_images: accept image names that are absolute or climb out of the
+            image folder with ``..`` (refused by default, naming the file and entry).
 
     Returns:
         The attributes of ``selected_attribute``, in its order, 2 = unknown; the partition's
@@ -161,7 +180,9 @@ def read_rap2(
     """
     root = Path(root)
     path, rap, version = _load(root, annotation)
-    images, attributes, data = _names_and_matrix(rap, ("name",), ("data",), ("attribute",))
+    images, attributes, data = _names_and_matrix(
+        rap, ("name",), ("data",), ("attribute",), allow_external_images
+    )
     field, selected = rap.vector("selected_attribute")
     columns = indices_from(
         selected, size=len(attributes), file=path, field=rap.path_of(field), base=1

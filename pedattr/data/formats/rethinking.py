@@ -9,6 +9,16 @@ of five such arrays for PETA and RAP) and extras such as ``weight_train``.
 Pickles run code while loading, so this one is read with an unpickler that rebuilds only plain
 containers and numpy arrays, scalars and dtypes; ``EasyDict`` becomes a plain dict subclass of
 ours (easydict is never imported). Any other global is refused before it is called.
+
+A pickle can also ask for memory without running code: a constructor called with a huge size
+(``numpy.ndarray((10**10,))``), a byte string or memo index whose declared size is far beyond
+the file (CPython's own unpickler allocates those before reading). So the file is read whole and
+unpickled by the pure-Python unpickler (its reads stop at the end of the data, its memo is a
+dict), every array or scalar the constructors build is counted against a budget of
+:data:`MEMORY_PER_FILE_BYTE` bytes per byte of the file (plus :data:`MEMORY_SLACK`), and the
+result may hold at most one object per byte of the file, nested at most :data:`MAX_DEPTH` deep
+(shared references count each time they are reached, so that no later ``np.asarray`` or ``str``
+of the result expands it).
 """
 
 from __future__ import annotations
@@ -16,15 +26,18 @@ from __future__ import annotations
 import _compat_pickle
 import builtins
 import codecs
+import contextvars
 import copyreg
 import importlib
+import io
+import math
 import pickle
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pedattr.data.annotations import AnnotationError, RawAnnotations
+from pedattr.data.annotations import AnnotationError, RawAnnotations, check_image_names
 from pedattr.data.formats._common import (
     PathLike,
     assign_splits,
@@ -36,10 +49,69 @@ from pedattr.data.formats._common import (
 )
 
 DEFAULT_FILE = "dataset_all.pkl"
+#: Bytes of arrays and scalars a pickle may build per byte of its file: an object array holds
+#: an 8-byte pointer per element, and each element costs at least one byte of the pickle.
+MEMORY_PER_FILE_BYTE = 8
+#: Allowance on top, for the smallest files.
+MEMORY_SLACK = 1 << 20
+#: Deepest nesting of containers accepted (a dataset_all.pkl nests about four deep).
+MAX_DEPTH = 32
 
 
 class PlainDict(dict):
     """Stands in for ``easydict.EasyDict``; only its items are read."""
+
+
+class _PickleTooBig(Exception):
+    """A constructor in the pickle asked for more memory than the file can justify."""
+
+
+_budget: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("_budget", default=None)
+
+
+class _Budget:
+    """Bytes the constructors of one pickle may still build."""
+
+    def __init__(self, file_size: int) -> None:
+        self.left = MEMORY_PER_FILE_BYTE * file_size + MEMORY_SLACK
+
+    def take(self, shape: Any, dtype: Any) -> None:
+        if isinstance(shape, (int, np.integer)):
+            shape = (shape,)
+        if not isinstance(shape, (tuple, list)) or not all(
+            isinstance(n, (int, np.integer)) and n >= 0 for n in shape
+        ):
+            raise _PickleTooBig(f"an array of shape {shape!r}")
+        itemsize = np.dtype(dtype).itemsize
+        size = math.prod(int(n) for n in shape) * max(itemsize, 1)
+        if size > self.left:
+            raise _PickleTooBig(f"an array of {size} bytes")
+        self.left -= size
+
+
+def _take(shape: Any, dtype: Any) -> None:
+    budget = _budget.get()
+    if budget is not None:
+        budget.take(shape, dtype)
+
+
+class _CheckedArray(np.ndarray):
+    """``numpy.ndarray`` as the pickle sees it: every size is checked before it is allocated.
+
+    Arrays read from a pickle are of this class (a plain ndarray in every other respect;
+    ``np.asarray`` gives the base class).
+    """
+
+    def __new__(cls, shape: Any, dtype: Any = float, *args: Any, **kwargs: Any) -> _CheckedArray:
+        _take(shape, dtype)
+        return super().__new__(cls, shape, dtype, *args, **kwargs)
+
+    def __setstate__(self, state: Any) -> None:
+        # (version, shape, dtype, is_fortran, data), or without the version (older numpy).
+        if isinstance(state, tuple) and len(state) in (4, 5):
+            shape, dtype = state[-4], state[-3]
+            _take(shape, dtype if isinstance(dtype, np.dtype) else np.uint8)
+        super().__setstate__(state)
 
 
 def _numpy_core(submodule: str, name: str) -> Any:
@@ -54,39 +126,62 @@ def _numpy_core(submodule: str, name: str) -> Any:
     raise AttributeError(f"numpy has no {submodule}.{name}")
 
 
-# What plain containers and numpy arrays, scalars and dtypes need, and nothing that runs code.
-_NUMPY_CORE_MODULES = {
-    "numpy.core.multiarray": "multiarray",
-    "numpy._core.multiarray": "multiarray",
-    "numpy.core.numeric": "numeric",
-    "numpy._core.numeric": "numeric",
-}
-_NUMPY_CORE_NAMES = {
-    ("multiarray", "_reconstruct"),
-    ("multiarray", "scalar"),
-    ("numeric", "_frombuffer"),
-}
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    if subtype not in (np.ndarray, _CheckedArray):
+        raise _PickleTooBig(f"an array of class {subtype!r}")
+    _take(shape, dtype)
+    return _numpy_core("multiarray", "_reconstruct")(_CheckedArray, shape, dtype)
+
+
+def _scalar(dtype: Any, *args: Any) -> Any:
+    _take((), dtype)
+    return _numpy_core("multiarray", "scalar")(dtype, *args)
+
+
+def _frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
+    _take(shape, dtype)
+    return _numpy_core("numeric", "_frombuffer")(buffer, dtype, shape, order)
+
+
+def _encode(text: Any, encoding: str = "utf-8", *args: Any) -> bytes:
+    # Protocol 2 stores bytes (numpy's raw data) as text to re-encode as latin1; no other codec.
+    if encoding.replace("-", "").replace("_", "").lower() != "latin1":
+        raise _PickleTooBig(f"bytes in encoding {encoding!r}")
+    return codecs.encode(text, "latin1", *args)
+
+
+# What plain containers and numpy arrays, scalars and dtypes need, and nothing that runs code or
+# builds something large from a small argument (bytearray(n), range(n)).
 _ALLOWED: dict[tuple[str, str], Any] = {
-    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "ndarray"): _CheckedArray,
     ("numpy", "dtype"): np.dtype,
     ("easydict", "EasyDict"): PlainDict,
     # Protocols 0/1 rebuild dict subclasses with _reconstructor(cls, base, state); cls and
     # base are globals resolved here too, so only allowed classes are ever built.
     ("copyreg", "_reconstructor"): copyreg._reconstructor,
-    # Protocol 2 stores bytes (numpy's raw data) as text to re-encode.
-    ("_codecs", "encode"): codecs.encode,
+    ("_codecs", "encode"): _encode,
     **{
         ("builtins", name): getattr(builtins, name)
-        for name in ("set", "frozenset", "slice", "range", "complex", "bytearray", "object", "dict")
+        for name in ("set", "frozenset", "complex", "object", "dict")
     },
+}
+_NUMPY_CORE: dict[tuple[str, str], Any] = {
+    (f"{package}.{submodule}", name): function
+    for package in ("numpy.core", "numpy._core")
+    for submodule, name, function in (
+        ("multiarray", "_reconstruct", _reconstruct),
+        ("multiarray", "scalar", _scalar),
+        ("numeric", "_frombuffer", _frombuffer),
+    )
 }
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+class _RestrictedUnpickler(pickle._Unpickler):  # noqa: SLF001 - the pure-Python unpickler
     """Resolves only the globals of :data:`_ALLOWED`, numpy's core constructors and dtypes."""
 
-    def __init__(self, file: Any, path: Path) -> None:
-        super().__init__(file, encoding="latin1")  # latin1: numpy arrays from Python 2 pickles
+    def __init__(self, data: bytes, path: Path) -> None:
+        # latin1: numpy arrays from Python 2 pickles
+        super().__init__(io.BytesIO(data), encoding="latin1")
         self.path = path
 
     def find_class(self, module: str, name: str) -> Any:
@@ -97,9 +192,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             module = _compat_pickle.IMPORT_MAPPING[module]
         if (module, name) in _ALLOWED:
             return _ALLOWED[module, name]
-        submodule = _NUMPY_CORE_MODULES.get(module)
-        if (submodule, name) in _NUMPY_CORE_NAMES:
-            return _numpy_core(submodule, name)
+        if (module, name) in _NUMPY_CORE:
+            return _NUMPY_CORE[module, name]
         if module == "numpy.dtypes" and name.endswith("DType"):  # numpy 2 dtype classes
             dtype_class = getattr(importlib.import_module("numpy.dtypes"), name, None)
             if isinstance(dtype_class, type) and issubclass(dtype_class, np.dtype):
@@ -111,14 +205,56 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def load_restricted_pickle(path: Path) -> Any:
-    """Unpickle ``path`` allowing only plain containers and numpy types."""
-    with open(path, "rb") as handle:
-        try:
-            return _RestrictedUnpickler(handle, path).load()
-        except AnnotationError:
-            raise
-        except Exception as exc:  # a truncated or foreign file raises many kinds
-            raise AnnotationError(f"{path}: not a readable pickle ({exc})") from exc
+    """Unpickle ``path`` allowing only plain containers and numpy types, in bounded memory."""
+    data = path.read_bytes()
+    token = _budget.set(_Budget(len(data)))
+    try:
+        result = _RestrictedUnpickler(data, path).load()
+    except AnnotationError:
+        raise
+    except (_PickleTooBig, MemoryError) as exc:
+        raise AnnotationError(
+            f"{path}: refusing to build {exc or 'the data'}: more than a pickle of "
+            f"{len(data)} bytes can hold"
+        ) from None
+    except EOFError:
+        raise AnnotationError(f"{path}: not a readable pickle (the data ends early)") from None
+    except Exception as exc:  # a truncated or foreign file raises many kinds
+        raise AnnotationError(f"{path}: not a readable pickle ({exc})") from exc
+    finally:
+        _budget.reset(token)
+    _check_size(result, len(data), path)
+    return result
+
+
+def _children(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [*value.keys(), *value.values()]
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return list(value)
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        return value.ravel().tolist()
+    return []
+
+
+def _check_size(result: Any, file_size: int, path: Path) -> None:
+    """Refuse a result that expands (through shared references) beyond the file's size."""
+    limit = file_size + 1024
+    visited = 0
+    stack = [(result, 0)]
+    while stack:
+        value, depth = stack.pop()
+        visited += 1
+        if depth > MAX_DEPTH or visited > limit:
+            problem = (
+                f"containers nested more than {MAX_DEPTH} deep"
+                if depth > MAX_DEPTH
+                else f"more objects than a pickle of {file_size} bytes holds (shared references)"
+            )
+            raise AnnotationError(f"{path}: refusing the pickle's data: {problem}")
+        if isinstance(value, dict) and not all(isinstance(key, str) for key in value):
+            raise AnnotationError(f"{path}: a dict in the pickle has keys that are not strings")
+        stack.extend((child, depth + 1) for child in _children(value))
 
 
 def _field(data: dict, name: str, path: Path) -> Any:
@@ -174,7 +310,11 @@ def _image_root(recorded: Any, pkl_dir: Path, image_root: PathLike | None) -> tu
 
 
 def read_rethinking_pkl(
-    path_or_root: PathLike, *, partition: int = 0, image_root: PathLike | None = None
+    path_or_root: PathLike,
+    *,
+    partition: int = 0,
+    image_root: PathLike | None = None,
+    allow_external_images: bool = False,
 ) -> RawAnnotations:
     """Read a ``dataset_all.pkl`` of the "Rethinking of PAR" code.
 
@@ -183,6 +323,8 @@ def read_rethinking_pkl(
         partition: which partition to use where the pickle holds several (PETA, RAP), 0-based.
         image_root: the image folder; by default the recorded ``root`` if it exists, else the
             folder of that name beside the pickle.
+        allow_external_images: accept image names that are absolute or climb out of the
+            image folder with ``..`` (refused by default, naming the file and entry).
 
     Returns:
         The attributes of ``label_idx.eval`` (all when absent), in that order; ``train`` (or
@@ -198,6 +340,7 @@ def read_rethinking_pkl(
         raise AnnotationError(f"{path}: expected a dict (EasyDict), found {type(data).__name__}")
     images = _string_list(_field(data, "image_name", path), path, "image_name")
     check_unique(images, file=path, field="image_name")
+    check_image_names(images, file=path, field="image_name", allow_external=allow_external_images)
     attributes = _string_list(_field(data, "attr_name", path), path, "attr_name")
     label = _field(data, "label", path)
     if not isinstance(label, np.ndarray) or label.shape != (len(images), len(attributes)):
@@ -211,6 +354,7 @@ def read_rethinking_pkl(
     check_unique(evaluated, file=path, field="attr_name")
     labels = label_matrix(label[:, columns], file=path, field="label", columns=columns.tolist())
     splits, provenance = _splits(data, partition, len(images), path)
+    description = data.get("description", "")
     root, root_from = _image_root(data.get("root"), path.parent, image_root)
     return build(
         attribute_names=evaluated,
@@ -221,7 +365,7 @@ def read_rethinking_pkl(
         source={
             "format": "rethinking-pkl",
             "annotation": str(path),
-            "description": str(data.get("description", "")),
+            "description": description if isinstance(description, str) else "",
             "attributes_in_file": len(attributes),
             "evaluated_attributes": "label_idx.eval" if "label_idx" in data else "all",
             "image_root_from": root_from,

@@ -11,7 +11,6 @@ per image with 0 / 1 / 2 per attribute. Without a ``split`` column every row get
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +22,10 @@ from pedattr.data.annotations import (
     UNKNOWN,
     AnnotationError,
     RawAnnotations,
+    check_image_name,
+    read_csv_rows,
     read_names_file,
+    read_text_file,
 )
 from pedattr.data.formats._common import PathLike, build
 
@@ -61,29 +63,34 @@ def _image_name(name: str) -> str:
     return name.replace("\\", "/")  # lists written on Windows
 
 
-def _read_list(path: Path, width: int | None) -> tuple[list[str], list[list[int]]]:
+def _read_list(
+    path: Path, width: int | None, allow_external: bool
+) -> tuple[list[str], list[list[int]]]:
     """Image names and label rows of one list; ``width`` is the label count seen so far."""
     names: list[str] = []
     rows: list[list[int]] = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            tokens = line.split()
-            if not tokens:
-                continue
-            labels = [_LABEL_VALUES.get(token) for token in tokens[1:]]
-            if not labels or None in labels:
-                raise AnnotationError(
-                    f"{path}, line {number}: expected 'image label label ...' with labels "
-                    f"0, 1 or 2, found {line.strip()[:80]!r}"
-                )
-            if width is not None and len(labels) != width:
-                raise AnnotationError(
-                    f"{path}, line {number}: {len(labels)} labels, expected {width} like the "
-                    "lines before"
-                )
-            width = len(labels)
-            names.append(_image_name(tokens[0]))
-            rows.append(labels)
+    # A byte-order mark (Windows editors) is dropped, not read as part of the first image name.
+    for number, line in enumerate(read_text_file(path).split("\n"), start=1):
+        tokens = line.split()
+        if not tokens:
+            continue
+        labels = [_LABEL_VALUES.get(token) for token in tokens[1:]]
+        if not labels or None in labels:
+            raise AnnotationError(
+                f"{path}, line {number}: expected 'image label label ...' with labels "
+                f"0, 1 or 2, found {line.strip()[:80]!r}"
+            )
+        if width is not None and len(labels) != width:
+            raise AnnotationError(
+                f"{path}, line {number}: {len(labels)} labels, expected {width} like the "
+                "lines before"
+            )
+        width = len(labels)
+        where = f"{path}, line {number}"
+        names.append(
+            check_image_name(_image_name(tokens[0]), where=where, allow_external=allow_external)
+        )
+        rows.append(labels)
     return names, rows
 
 
@@ -101,6 +108,7 @@ def read_text_lists(
     names_file: PathLike | None = None,
     image_root: PathLike | None = None,
     files: Mapping[str, PathLike] | None = None,
+    allow_external_images: bool = False,
 ) -> RawAnnotations:
     """Read the authors' per-split text lists.
 
@@ -110,6 +118,8 @@ def read_text_lists(
         names_file: attribute names, one per line; default ``attr_00``, ``attr_01``, ...
         image_root: the folder the image paths are relative to; default ``root``.
         files: split name -> list file, instead of looking in ``root``.
+        allow_external_images: accept image names that are absolute or climb out of the
+            image folder with ``..`` (refused by default, naming the file and line).
 
     Returns:
         The attributes in list order; one split per list file.
@@ -129,7 +139,9 @@ def read_text_lists(
     for split in SPLITS:
         if split not in lists:
             continue
-        split_names, split_rows = _read_list(lists[split], len(rows[0]) if rows else None)
+        split_names, split_rows = _read_list(
+            lists[split], len(rows[0]) if rows else None, allow_external_images
+        )
         names += split_names
         rows += split_rows
         splits += [split] * len(split_names)
@@ -161,7 +173,11 @@ def read_text_lists(
 
 
 def read_csv(
-    path: PathLike, *, image_root: PathLike | None = None, default_split: str = "train"
+    path: PathLike,
+    *,
+    image_root: PathLike | None = None,
+    default_split: str = "train",
+    allow_external_images: bool = False,
 ) -> RawAnnotations:
     """Read a CSV of users' own attributes.
 
@@ -169,6 +185,8 @@ def read_csv(
         path: the CSV file: header ``image,<attr>,...`` plus an optional ``split`` column.
         image_root: the folder the image paths are relative to; default the CSV's folder.
         default_split: the split of every row when the file has no ``split`` column.
+        allow_external_images: accept image names that are absolute or climb out of the
+            image folder with ``..`` (refused by default, naming the file and line).
 
     Returns:
         The attributes in column order; splits from the ``split`` column (train / val /
@@ -179,8 +197,7 @@ def read_csv(
         raise ValueError(f"default_split must be one of {SPLITS}, got {default_split!r}")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: annotation file not found")
-    with open(path, encoding="utf-8-sig", newline="") as handle:  # -sig: Excel's BOM
-        table = list(csv.reader(handle))
+    table = read_csv_rows(path)
     header, body = _csv_header(table, path)
     image_col = header.index("image")
     split_col = header.index("split") if "split" in header else None
@@ -193,7 +210,7 @@ def read_csv(
             raise AnnotationError(
                 f"{path}, line {number}: {len(row)} cells, expected {len(header)} like the header"
             )
-        names.append(_csv_image(row[image_col], path, number))
+        names.append(_csv_image(row[image_col], path, number, allow_external_images))
         labels.append([_csv_label(row[i], path, number, header[i]) for i in attr_cols])
         splits.append(
             default_split if split_col is None else _csv_split(row[split_col], path, number)
@@ -235,11 +252,13 @@ def _csv_header(table: list[list[str]], path: Path) -> tuple[list[str], list[lis
     return header, table[1:]
 
 
-def _csv_image(cell: str, path: Path, number: int) -> str:
+def _csv_image(cell: str, path: Path, number: int, allow_external: bool) -> str:
     name = cell.strip()
     if not name:
         raise AnnotationError(f"{path}, line {number}: empty 'image' cell")
-    return _image_name(name)
+    return check_image_name(
+        _image_name(name), where=f"{path}, line {number}", allow_external=allow_external
+    )
 
 
 def _csv_label(cell: str, path: Path, number: int, column: str) -> int:
