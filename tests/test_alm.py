@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from pedattr.localization import boxes_to_pixels
 from pedattr.models.alm import BOX_CENTRES, AttributeLocalization
+from pedattr.models.localization import boxes_to_pixels
 from pedattr.models.pyramid import FeaturePyramid, dense_level
 from tests.reference_alm import ReferenceALMLevel, copy_reference_into_batched
 

@@ -10,14 +10,14 @@ import torch
 from torch import Tensor, nn
 
 import pedattr
-from pedattr.cli import main
-from pedattr.data.annotations import read_names_file
-from pedattr.engine.checkpoint import load_checkpoint
-from pedattr.engine.convert import (
+from pedattr.checkpoint.convert import (
     PA100K_ATTRIBUTES,
     authors_state_dict_to_pedattr,
     convert_authors_checkpoint,
 )
+from pedattr.checkpoint.format import load_checkpoint
+from pedattr.cli import main
+from pedattr.data.annotations import read_names_file
 from tests.authors_model import AuthorsALM
 
 NUM_ATTRS = 4

@@ -14,7 +14,7 @@ from PIL import Image
 import pedattr
 from pedattr.cli import main
 from pedattr.data.description import DatasetDescription
-from pedattr.data.synthetic import ATTRIBUTES, LOCATION_VARYING_ATTRIBUTES
+from pedattr.data.synthetic.generator import ATTRIBUTES, LOCATION_VARYING_ATTRIBUTES
 from tests.helpers import forward_with_activation_maps
 
 TINY = [
@@ -192,7 +192,7 @@ def test_demo_checks_its_settings_before_drawing_images(tmp_path: Path, capsys) 
 
 
 def test_demo_says_how_to_get_the_imagenet_weights_when_missing(monkeypatch, capsys) -> None:
-    from pedattr.engine import demo
+    from pedattr.recipes import demo
 
     monkeypatch.setattr(demo, "find_mobilenet_weights", lambda: None)
     assert demo._find_pretrained() is None

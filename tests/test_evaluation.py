@@ -20,12 +20,13 @@ import torch
 from PIL import Image
 
 import pedattr
+from pedattr.checkpoint.format import CheckpointError, load_checkpoint, save_checkpoint
 from pedattr.cli import main
 from pedattr.data.dataset import FailureTracker, build_loader
-from pedattr.engine.calibration import calibrate_checkpoint, calibrate_thresholds
-from pedattr.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pedattr.engine.distributed import resolve_device
-from pedattr.engine.evaluation import (
+from pedattr.engine.loss import WeightedBCELoss, deep_supervision_loss
+from pedattr.evaluation.calibration import calibrate_checkpoint, calibrate_thresholds
+from pedattr.evaluation.evaluate import (
     AttributeMismatchError,
     Predictions,
     check_attributes,
@@ -33,9 +34,8 @@ from pedattr.engine.evaluation import (
     format_report,
     predict_loader,
 )
-from pedattr.engine.loss import WeightedBCELoss, deep_supervision_loss
-from pedattr.metrics import compute_metrics
-from pedattr.plots import plot_attribute_accuracy, short_labels
+from pedattr.evaluation.metrics import compute_metrics
+from pedattr.evaluation.plots import plot_attribute_accuracy, short_labels
 from tests.helpers import LEARNABLE_ATTRIBUTES, TINY_MODEL, make_prepared_dataset
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

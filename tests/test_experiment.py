@@ -13,21 +13,18 @@ import torch
 import yaml
 
 import pedattr
+from pedattr.checkpoint.convert import PA100K_ATTRIBUTES
+from pedattr.checkpoint.format import load_checkpoint
 from pedattr.cli import main
+from pedattr.data import part_regions
 from pedattr.data.dataset import AttributeDataset, build_loader
-from pedattr.data.synthetic import ATTRIBUTES as GENERATED_ATTRIBUTES
-from pedattr.data.synthetic import write_synthetic_dataset
-from pedattr.engine import experiment
-from pedattr.engine.checkpoint import load_checkpoint
+from pedattr.data.synthetic.generator import ATTRIBUTES as GENERATED_ATTRIBUTES
+from pedattr.data.synthetic.generator import write_synthetic_dataset
 from pedattr.engine.config import ConfigError
-from pedattr.engine.convert import PA100K_ATTRIBUTES
 from pedattr.engine.distributed import DistributedContext
-from pedattr.engine.experiment import TABLES, ExperimentError, build_config, run_state
 from pedattr.engine.loss import WeightedBCELoss
 from pedattr.engine.trainer import train_step
 from pedattr.engine.training import Trainer, TrainingError, model_config
-from pedattr.localization import boxes_to_pixels, level_names, level_sizes
-from pedattr.models import part_regions
 from pedattr.models.alm import AttributeLocalization
 from pedattr.models.complexity import count_parameters
 from pedattr.models.heads import (
@@ -36,8 +33,11 @@ from pedattr.models.heads import (
     fractions_to_theta,
     mask_boxes,
 )
+from pedattr.models.localization import boxes_to_pixels, level_names, level_sizes
 from pedattr.models.model import ModelConfig, build_from_config, fuse_logits
 from pedattr.models.pyramid import FeaturePyramid, dense_level
+from pedattr.recipes import experiment
+from pedattr.recipes.experiment import TABLES, ExperimentError, build_config, run_state
 from tests.helpers import LEARNABLE_ATTRIBUTES, TINY_MODEL, make_prepared_dataset
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import pedattr
+from pedattr.checkpoint.format import load_model
 from pedattr.cli import main
-from pedattr.engine.checkpoint import load_model
 from pedattr.inference import export as export_module
 from pedattr.inference.export import (
     SUPPORTED_OPSETS,

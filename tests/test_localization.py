@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import pedattr
-from pedattr.localization import (
+from pedattr.models.alm import unnormalize_coords
+from pedattr.models.localization import (
     box_iou,
     boxes_to_pixels,
     centre_follow,
@@ -21,7 +22,6 @@ from pedattr.localization import (
     points_to_pixels,
     recording_activation_peaks,
 )
-from pedattr.models.alm import unnormalize_coords
 from tests.helpers import TINY_MODEL
 
 IDENTITY = [1.0, 1.0, 0.0, 0.0]  # (s_x, s_y, t_x, t_y)

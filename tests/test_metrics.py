@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pedattr.metrics import (
+from pedattr.evaluation.metrics import (
     AttributeEvaluator,
     UndefinedMetricWarning,
     compute_metrics,

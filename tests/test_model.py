@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 import pedattr
-from pedattr.engine.checkpoint import CheckpointError, load_checkpoint
+from pedattr.checkpoint.format import CheckpointError, load_checkpoint
 from pedattr.models.model import ModelConfig, fuse_logits
 from pedattr.models.normalization import InputNormalization
 from pedattr.models.pyramid import FeaturePyramid, ResizedMap, dense_level
@@ -151,7 +151,7 @@ def test_checkpoint_with_mismatched_weights_is_refused(tmp_path):
     path = tmp_path / "m.safetensors"
     pedattr.save_checkpoint(path, model)
     other = pedattr.build_model("alm", num_attrs=2, **TINY)
-    from pedattr.engine.checkpoint import Checkpoint, write_checkpoint
+    from pedattr.checkpoint.format import Checkpoint, write_checkpoint
 
     write_checkpoint(path, Checkpoint(state_dict=model.state_dict(), config=other.config))
     with pytest.raises(CheckpointError, match="do not match"):

@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 import pedattr
 from pedattr.cli import main
 from pedattr.data.dataset import build_loader
-from pedattr.engine.evaluation import predict_loader
+from pedattr.evaluation.evaluate import predict_loader
 from pedattr.inference import command, sources
 from pedattr.inference.predictor import (
     GLOBAL_BRANCH,
@@ -39,7 +39,7 @@ from pedattr.inference.visualize import (
     draw_attribute_boxes,
     level_colour,
 )
-from pedattr.localization import boxes_to_pixels, level_names, level_sizes, max_vote_branch
+from pedattr.models.localization import boxes_to_pixels, level_names, level_sizes, max_vote_branch
 from pedattr.models.model import ModelConfig
 from tests.helpers import (
     LEARNABLE_ATTRIBUTES,

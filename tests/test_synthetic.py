@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pedattr.data import synthetic
-from pedattr.data._shapes import paint
 from pedattr.data.description import DatasetDescription
-from pedattr.data.synthetic import (
+from pedattr.data.synthetic import generator as synthetic
+from pedattr.data.synthetic._shapes import paint
+from pedattr.data.synthetic.generator import (
     ATTRIBUTES,
     EXCLUSIVE_GROUPS,
     GLOBAL_ATTRIBUTES,

@@ -19,10 +19,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import pedattr
+from pedattr.checkpoint.format import load_checkpoint, save_checkpoint
 from pedattr.data.description import carve_validation
 from pedattr.engine import training
-from pedattr.engine.calibration import calibrate_checkpoint
-from pedattr.engine.checkpoint import load_checkpoint, save_checkpoint
 from pedattr.engine.config import (
     ConfigError,
     TrainConfig,
@@ -31,8 +30,9 @@ from pedattr.engine.config import (
     read_config_file,
 )
 from pedattr.engine.distributed import CPUSyncBatchNorm
-from pedattr.engine.evaluation import AttributeMismatchError
 from pedattr.engine.training import TrainingDiverged, TrainingError, train
+from pedattr.evaluation.calibration import calibrate_checkpoint
+from pedattr.evaluation.evaluate import AttributeMismatchError
 from tests.helpers import LEARNABLE_ATTRIBUTES, TINY_MODEL, make_prepared_dataset
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -173,8 +173,8 @@ def test_short_training_lowers_the_loss_and_writes_the_run(tmp_path: Path, data:
 
     # The test metrics are those of the selected checkpoint on the test split.
     model = pedattr.load_model(run / "best.safetensors")
-    from pedattr.engine.evaluation import predict_split
-    from pedattr.metrics import compute_metrics
+    from pedattr.evaluation.evaluate import predict_split
+    from pedattr.evaluation.metrics import compute_metrics
 
     predictions = predict_split(model, data, "test")
     expected = compute_metrics(predictions.labels, predictions.probs)
@@ -618,7 +618,7 @@ def test_cpu_sync_batchnorm_in_a_process_group_matches_batchnorm() -> None:
 
 
 def test_eval_on_val_of_a_carved_run_uses_the_held_out_images(tmp_path: Path) -> None:
-    from pedattr.engine.evaluation import evaluate_checkpoint
+    from pedattr.evaluation.evaluate import evaluate_checkpoint
 
     data = make_prepared_dataset(tmp_path, {"train": 40, "test": 8}, seed=3)
     train(tiny_config(tmp_path, data, optim={"epochs": 1}, data={"val_fraction": 0.25}))

@@ -341,7 +341,7 @@ class AttributeDataset(Dataset):
     def _part_fractions(self, index: int, image: Image.Image) -> np.ndarray:
         """The image's head, torso and legs boxes as fractions of it, [3, 4]."""
         # Imported here: only the rigid-parts model reads part regions.
-        from pedattr.models.part_regions import entry_to_fractions
+        from pedattr.data.part_regions import entry_to_fractions
 
         entry = self.part_regions.get(self.description.image_names[index])
         return entry_to_fractions(entry, (image.height, image.width))

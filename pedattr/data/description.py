@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pedattr._io import atomic_write_text
 from pedattr._version import __version__
 from pedattr.data.annotations import (
     SPLITS,
@@ -39,6 +38,7 @@ from pedattr.data.annotations import (
     RawAnnotations,
     positive_ratio,
 )
+from pedattr.utils.io import atomic_write_text
 
 FORMAT_NAME = "pedattr-dataset"
 FORMAT_VERSION = 1

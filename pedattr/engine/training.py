@@ -45,16 +45,15 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from pedattr._io import atomic_write, atomic_write_text
-from pedattr.data.annotations import positive_ratio
-from pedattr.data.dataset import FailureTracker, build_loader
-from pedattr.data.description import DatasetDescription, carve_validation
-from pedattr.engine.checkpoint import (
+from pedattr.checkpoint.format import (
     json_safe,
     load_checkpoint,
     save_checkpoint,
     write_checkpoint,
 )
+from pedattr.data.annotations import positive_ratio
+from pedattr.data.dataset import FailureTracker, build_loader
+from pedattr.data.description import DatasetDescription, carve_validation
 from pedattr.engine.config import (
     Stage,
     TrainConfig,
@@ -74,19 +73,20 @@ from pedattr.engine.distributed import (
     shutdown_distributed,
     wrap_ddp,
 )
-from pedattr.engine.evaluation import (
+from pedattr.engine.loss import WeightedBCELoss
+from pedattr.engine.trainer import train_step
+from pedattr.errors import RunFailed
+from pedattr.evaluation.evaluate import (
     Predictions,
     check_attributes,
     load_description,
     predict_loader,
     read_part_regions,
 )
-from pedattr.engine.loss import WeightedBCELoss
-from pedattr.engine.trainer import train_step
-from pedattr.errors import RunFailed
-from pedattr.metrics import compute_metrics, format_metrics_table
+from pedattr.evaluation.metrics import compute_metrics, format_metrics_table
 from pedattr.models.alm import AttributeLocalization
 from pedattr.models.model import AttributeModel, ModelConfig, build_from_config
+from pedattr.utils.io import atomic_write, atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -39,6 +39,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from pedattr.checkpoint.format import json_safe, load_model
 from pedattr.data.dataset import (
     build_transform,
     load_rgb,
@@ -46,10 +47,9 @@ from pedattr.data.dataset import (
     to_rgb,
     upright_rgb,
 )
-from pedattr.engine.checkpoint import json_safe, load_model
 from pedattr.engine.distributed import resolve_device
-from pedattr.engine.evaluation import resolve_thresholds
-from pedattr.localization import (
+from pedattr.evaluation.evaluate import resolve_thresholds
+from pedattr.models.localization import (
     boxes_to_pixels,
     level_names,
     level_sizes,

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+from pedattr.data.part_regions import BODY_PARTS, DEFAULT_PART_BOXES, WHOLE_IMAGE, region_indices
 from pedattr.models.alm import channel_combinations, level_mean, normalize_coords
-from pedattr.models.part_regions import BODY_PARTS, DEFAULT_PART_BOXES, WHOLE_IMAGE, region_indices
 from pedattr.models.pyramid import Level, ResizedMap, dense_level, level_maps
 
 #: Values of ``ModelConfig.head``: the ALM (the paper's) and the heads here.

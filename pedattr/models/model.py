@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import Tensor, nn
 
+from pedattr.data.part_regions import region_indices
 from pedattr.models.alm import BOX_CENTRES, BOX_INITS, AttributeLocalization
 from pedattr.models.backbones import build_backbone
 from pedattr.models.heads import HEADS, AttentionMaskHead, GlobalPoolingHead, RigidPartHead
 from pedattr.models.normalization import InputNormalization
-from pedattr.models.part_regions import region_indices
 from pedattr.models.pyramid import TOP_DOWN_MODES, FeaturePyramid
 
 ARCHS = ("alm", "baseline")

@@ -26,22 +26,22 @@ from typing import Any
 
 import numpy as np
 
-from pedattr.data.annotations import UNKNOWN
-from pedattr.data.description import DatasetDescription
-from pedattr.engine.checkpoint import (
+from pedattr.checkpoint.format import (
     json_safe,
     load_checkpoint,
     model_from_checkpoint,
     write_checkpoint,
 )
-from pedattr.engine.evaluation import (
+from pedattr.data.annotations import UNKNOWN
+from pedattr.data.description import DatasetDescription
+from pedattr.evaluation.evaluate import (
     DEFAULT_THRESHOLD,
     check_attributes,
     load_description,
     predict_split,
     with_training_split,
 )
-from pedattr.metrics import _validate
+from pedattr.evaluation.metrics import _validate
 
 #: ``mA``: balanced accuracy (TP/P + TN/N) / 2 per attribute; ``f1``: 2 TP / (2 TP + FP + FN).
 OBJECTIVES = ("mA", "f1")

@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pedattr._io import atomic_write
+from pedattr.utils.io import atomic_write
 
 #: Width of one attribute's group of bars, in axis units (1 = the distance between groups).
 _GROUP_WIDTH = 0.8

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pedattr.engine.checkpoint import Checkpoint, write_checkpoint
+from pedattr.checkpoint.format import Checkpoint, write_checkpoint
 from pedattr.models.bninception import TAPS
 from pedattr.models.model import ModelConfig, build_from_config
 

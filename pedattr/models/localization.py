@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pedattr.metrics import to_numpy
+from pedattr.evaluation.metrics import to_numpy
 from pedattr.models.alm import AttributeLocalization
 from pedattr.models.bninception import TAPS
 from pedattr.models.pyramid import level_maps

@@ -32,11 +32,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pedattr._io import atomic_write_text
+from pedattr.checkpoint.format import json_safe
 from pedattr.data.description import DatasetDescription
-from pedattr.data.synthetic import LOCATION_VARYING_ATTRIBUTES as LOCATION_VARYING
-from pedattr.data.synthetic import write_synthetic_dataset
-from pedattr.engine.checkpoint import json_safe
+from pedattr.data.synthetic.generator import LOCATION_VARYING_ATTRIBUTES as LOCATION_VARYING
+from pedattr.data.synthetic.generator import write_synthetic_dataset
 from pedattr.engine.config import (
     ConfigError,
     TrainConfig,
@@ -44,14 +43,15 @@ from pedattr.engine.config import (
     apply_overrides,
     check_values,
 )
-from pedattr.engine.demo_settings import DEMO_SETTINGS, DEMO_SPLITS
 from pedattr.engine.distributed import DistributedContext, resolve_device
-from pedattr.engine.evaluation import (
+from pedattr.engine.training import SUMMARY_KEYS, Trainer
+from pedattr.evaluation.evaluate import (
     evaluate_checkpoint,
     format_localization,
     localization_summary,
 )
-from pedattr.engine.training import SUMMARY_KEYS, Trainer
+from pedattr.recipes.demo_settings import DEMO_SETTINGS, DEMO_SPLITS
+from pedattr.utils.io import atomic_write_text
 
 #: Test images shown in the box grid.
 GRID_IMAGES = 6
@@ -126,9 +126,9 @@ def _grid_samples(description: DatasetDescription, count: int) -> list[Path]:
 
 
 def _write_figures(checkpoint: Path, description: DatasetDescription, report: dict, out: Path):
+    from pedattr.evaluation.plots import plot_attribute_accuracy
     from pedattr.inference.predictor import Predictor
     from pedattr.inference.visualize import attribute_box_grid
-    from pedattr.plots import plot_attribute_accuracy
 
     chart = plot_attribute_accuracy(
         {"ALM": report["metrics"]["per_attribute"]},

@@ -45,7 +45,9 @@ import numpy as np
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
-from pedattr.data._figure import (
+from pedattr.data.annotations import SPLITS, RawAnnotations
+from pedattr.data.description import BOXES_FILE, DESCRIPTION_FILE, SAMPLES_FILE, write_description
+from pedattr.data.synthetic._figure import (
     LOWER_GARMENTS,
     ORIENTATIONS,
     SLEEVES,
@@ -55,7 +57,7 @@ from pedattr.data._figure import (
     figure_strokes,
     lerp,
 )
-from pedattr.data._shapes import (
+from pedattr.data.synthetic._shapes import (
     Box,
     Colour,
     Ellipse,
@@ -67,8 +69,6 @@ from pedattr.data._shapes import (
     paint,
     stripes,
 )
-from pedattr.data.annotations import SPLITS, RawAnnotations
-from pedattr.data.description import BOXES_FILE, DESCRIPTION_FILE, SAMPLES_FILE, write_description
 
 #: Bumped whenever the same (seed, index) would give a different image or label.
 GENERATOR_VERSION = 2

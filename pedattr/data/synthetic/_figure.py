@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pedattr.data._shapes import (
+from pedattr.data.synthetic._shapes import (
     Box,
     Capsule,
     Colour,

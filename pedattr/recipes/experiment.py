@@ -33,13 +33,13 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pedattr._io import atomic_write_text
-from pedattr.engine.checkpoint import json_safe, load_model
+from pedattr.checkpoint.format import json_safe, load_model
 from pedattr.engine.config import TrainConfig, apply_overrides, check_values, read_config_file
 from pedattr.engine.distributed import DistributedContext, resolve_device
-from pedattr.engine.evaluation import evaluate_checkpoint, load_description, localization_summary
 from pedattr.engine.training import RunPaths, Trainer, model_config
+from pedattr.evaluation.evaluate import evaluate_checkpoint, load_description, localization_summary
 from pedattr.models.complexity import FLOP_CONVENTION, count_flops, count_parameters
+from pedattr.utils.io import atomic_write_text
 
 #: The instance-based and label-based metrics of the paper, as the run reports name them.
 METRICS = ("mA", "f1", "accuracy", "precision", "recall")

@@ -28,10 +28,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from pedattr.checkpoint.format import json_safe, load_checkpoint, model_from_checkpoint
 from pedattr.data.dataset import Batch, FailureTracker, build_loader
 from pedattr.data.description import DatasetDescription, carve_validation
-from pedattr.engine.checkpoint import json_safe, load_checkpoint, model_from_checkpoint
-from pedattr.localization import (
+from pedattr.evaluation.metrics import compute_metrics, format_metrics_table
+from pedattr.models.localization import (
     boxes_to_pixels,
     level_names,
     level_sizes,
@@ -40,7 +41,6 @@ from pedattr.localization import (
     points_to_pixels,
     recording_activation_peaks,
 )
-from pedattr.metrics import compute_metrics, format_metrics_table
 
 #: Values of ``thresholds`` in :func:`evaluate_checkpoint` (and ``pedattr eval --thresholds``).
 THRESHOLD_MODES = ("default", "calibrated")
@@ -474,7 +474,7 @@ def read_part_regions(path: str | os.PathLike | None, config: Any) -> dict[str, 
         return None
     if config.arch != "alm" or config.head != "parts":
         raise ValueError(f"{path}: part regions are for the rigid-parts head (model.head=parts)")
-    from pedattr.models.part_regions import read_part_file
+    from pedattr.data.part_regions import read_part_file
 
     return read_part_file(path)
 
@@ -656,7 +656,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 def format_localization(scores: dict[str, Any]) -> str:
     """:func:`localization_report` as text: the table, then the fixed-box reference."""
-    from pedattr.localization import format_localization_table
+    from pedattr.models.localization import format_localization_table
 
     lines = [format_localization_table(scores)]
     peaks = scores.get("activation_peaks")

@@ -21,9 +21,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from pedattr._io import atomic_write
 from pedattr._version import __version__
 from pedattr.models.model import AttributeModel, ModelConfig, build_from_config
+from pedattr.utils.io import atomic_write
 
 FORMAT_NAME = "pedattr-checkpoint"
 FORMAT_VERSION = 1
