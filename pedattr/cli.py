@@ -261,12 +261,12 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from pedattr.engine.distributed import resolve_device
     from pedattr.evaluation.evaluate import (
         evaluate_checkpoint,
         format_localization,
         format_report,
     )
+    from pedattr.utils.device import resolve_device
     from pedattr.utils.io import atomic_write_text
 
     if args.tolerance and not args.localization:
@@ -383,8 +383,8 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from pedattr.engine.distributed import resolve_device
     from pedattr.evaluation.calibration import calibrate_checkpoint, format_calibration
+    from pedattr.utils.device import resolve_device
 
     report = calibrate_checkpoint(
         args.checkpoint,

@@ -23,7 +23,6 @@ import pedattr
 from pedattr.checkpoint.format import CheckpointError, load_checkpoint, save_checkpoint
 from pedattr.cli import main
 from pedattr.data.dataset import FailureTracker, build_loader
-from pedattr.engine.distributed import resolve_device
 from pedattr.engine.loss import WeightedBCELoss, deep_supervision_loss
 from pedattr.evaluation.calibration import calibrate_checkpoint, calibrate_thresholds
 from pedattr.evaluation.evaluate import (
@@ -36,6 +35,7 @@ from pedattr.evaluation.evaluate import (
 )
 from pedattr.evaluation.metrics import compute_metrics
 from pedattr.evaluation.plots import plot_attribute_accuracy, short_labels
+from pedattr.utils.device import resolve_device
 from tests.helpers import LEARNABLE_ATTRIBUTES, TINY_MODEL, make_prepared_dataset
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -9,12 +9,10 @@ Loading never unpickles anything, so an untrusted checkpoint cannot execute code
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -24,6 +22,7 @@ from torch import Tensor
 from pedattr._version import __version__
 from pedattr.models.model import AttributeModel, ModelConfig, build_from_config
 from pedattr.utils.io import atomic_write
+from pedattr.utils.json import json_safe
 
 FORMAT_NAME = "pedattr-checkpoint"
 FORMAT_VERSION = 1
@@ -57,17 +56,6 @@ class Checkpoint:
             "torch_version": torch.__version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities replaced by None, so the JSON stays standard."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(item) for item in value]
-    return value
 
 
 def save_checkpoint(

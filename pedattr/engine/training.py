@@ -45,12 +45,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from pedattr.checkpoint.format import (
-    json_safe,
-    load_checkpoint,
-    save_checkpoint,
-    write_checkpoint,
-)
+from pedattr.checkpoint.format import load_checkpoint, save_checkpoint, write_checkpoint
 from pedattr.data.annotations import positive_ratio
 from pedattr.data.dataset import FailureTracker, build_loader
 from pedattr.data.description import DatasetDescription, carve_validation
@@ -87,6 +82,7 @@ from pedattr.evaluation.metrics import compute_metrics, format_metrics_table
 from pedattr.models.alm import AttributeLocalization
 from pedattr.models.model import AttributeModel, ModelConfig, build_from_config
 from pedattr.utils.io import atomic_write, atomic_write_text
+from pedattr.utils.json import json_safe
 
 logger = logging.getLogger(__name__)
 

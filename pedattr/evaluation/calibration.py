@@ -26,12 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from pedattr.checkpoint.format import (
-    json_safe,
-    load_checkpoint,
-    model_from_checkpoint,
-    write_checkpoint,
-)
+from pedattr.checkpoint.format import load_checkpoint, model_from_checkpoint, write_checkpoint
 from pedattr.data.annotations import UNKNOWN
 from pedattr.data.description import DatasetDescription
 from pedattr.evaluation.evaluate import (
@@ -42,6 +37,7 @@ from pedattr.evaluation.evaluate import (
     with_training_split,
 )
 from pedattr.evaluation.metrics import _validate
+from pedattr.utils.json import json_safe
 
 #: ``mA``: balanced accuracy (TP/P + TN/N) / 2 per attribute; ``f1``: 2 TP / (2 TP + FP + FN).
 OBJECTIVES = ("mA", "f1")

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pedattr.checkpoint.format import json_safe, load_checkpoint, model_from_checkpoint
+from pedattr.checkpoint.format import load_checkpoint, model_from_checkpoint
 from pedattr.data.dataset import Batch, FailureTracker, build_loader
 from pedattr.data.description import DatasetDescription, carve_validation
 from pedattr.evaluation.metrics import compute_metrics, format_metrics_table
@@ -41,6 +41,7 @@ from pedattr.models.localization import (
     points_to_pixels,
     recording_activation_peaks,
 )
+from pedattr.utils.json import json_safe
 
 #: Values of ``thresholds`` in :func:`evaluate_checkpoint` (and ``pedattr eval --thresholds``).
 THRESHOLD_MODES = ("default", "calibrated")

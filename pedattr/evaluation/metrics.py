@@ -31,19 +31,13 @@ from typing import Any
 import numpy as np
 
 from pedattr.data.annotations import UNKNOWN
+from pedattr.utils.arrays import to_numpy
 
 _VALID_LABELS = (0, 1, UNKNOWN)
 
 
 class UndefinedMetricWarning(UserWarning):
     """Warned when some attributes' mA terms are undefined on the evaluated set."""
-
-
-def to_numpy(x: Any) -> np.ndarray:
-    """Converts a tensor (any device, any float dtype) or array-like to a float64 array."""
-    if hasattr(x, "detach"):  # torch.Tensor; numpy() cannot read bfloat16, so cast first
-        x = x.detach().cpu().double().numpy()
-    return np.asarray(x, dtype=np.float64)
 
 
 def _validate(labels: Any, probs: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -39,7 +39,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from pedattr.checkpoint.format import json_safe, load_model
+from pedattr.checkpoint.format import load_model
 from pedattr.data.dataset import (
     build_transform,
     load_rgb,
@@ -47,7 +47,6 @@ from pedattr.data.dataset import (
     to_rgb,
     upright_rgb,
 )
-from pedattr.engine.distributed import resolve_device
 from pedattr.evaluation.evaluate import resolve_thresholds
 from pedattr.models.localization import (
     boxes_to_pixels,
@@ -58,6 +57,8 @@ from pedattr.models.localization import (
     recording_activation_peaks,
 )
 from pedattr.models.model import AttributeModel
+from pedattr.utils.device import resolve_device
+from pedattr.utils.json import json_safe
 
 #: Anything :meth:`Predictor.predict` takes as one image.
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | Tensor

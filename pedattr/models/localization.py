@@ -53,10 +53,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from pedattr.evaluation.metrics import to_numpy
 from pedattr.models.alm import AttributeLocalization
 from pedattr.models.bninception import TAPS
 from pedattr.models.pyramid import level_maps
+from pedattr.utils.arrays import to_numpy
 
 #: The ALM levels (BN-Inception's tapped blocks), lowest (largest map) first, as
 #: ModelOutput.boxes orders them.

@@ -32,7 +32,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pedattr.checkpoint.format import json_safe
 from pedattr.data.description import DatasetDescription
 from pedattr.data.synthetic.generator import LOCATION_VARYING_ATTRIBUTES as LOCATION_VARYING
 from pedattr.data.synthetic.generator import write_synthetic_dataset
@@ -43,7 +42,7 @@ from pedattr.engine.config import (
     apply_overrides,
     check_values,
 )
-from pedattr.engine.distributed import DistributedContext, resolve_device
+from pedattr.engine.distributed import DistributedContext
 from pedattr.engine.training import SUMMARY_KEYS, Trainer
 from pedattr.evaluation.evaluate import (
     evaluate_checkpoint,
@@ -51,7 +50,9 @@ from pedattr.evaluation.evaluate import (
     localization_summary,
 )
 from pedattr.recipes.demo_settings import DEMO_SETTINGS, DEMO_SPLITS
+from pedattr.utils.device import resolve_device
 from pedattr.utils.io import atomic_write_text
+from pedattr.utils.json import json_safe
 
 #: Test images shown in the box grid.
 GRID_IMAGES = 6

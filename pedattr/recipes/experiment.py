@@ -33,13 +33,15 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pedattr.checkpoint.format import json_safe, load_model
+from pedattr.checkpoint.format import load_model
 from pedattr.engine.config import TrainConfig, apply_overrides, check_values, read_config_file
-from pedattr.engine.distributed import DistributedContext, resolve_device
+from pedattr.engine.distributed import DistributedContext
 from pedattr.engine.training import RunPaths, Trainer, model_config
 from pedattr.evaluation.evaluate import evaluate_checkpoint, load_description, localization_summary
 from pedattr.models.complexity import FLOP_CONVENTION, count_flops, count_parameters
+from pedattr.utils.device import resolve_device
 from pedattr.utils.io import atomic_write_text
+from pedattr.utils.json import json_safe
 
 #: The instance-based and label-based metrics of the paper, as the run reports name them.
 METRICS = ("mA", "f1", "accuracy", "precision", "recall")
