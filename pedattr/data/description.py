@@ -162,6 +162,24 @@ class DatasetDescription:
         return self.image_root / self.image_names[index]
 
 
+def load_description(data: DatasetDescription | str | os.PathLike) -> DatasetDescription:
+    """A prepared dataset description, with one clear error when the folder is not one.
+
+    Raises:
+        FileNotFoundError: the folder, or its ``dataset.json``, does not exist; the message
+            names the path and says to run ``pedattr prepare``.
+    """
+    if isinstance(data, DatasetDescription):
+        return data
+    path = Path(data)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"{path}: no such dataset folder; prepare one with "
+            f"`pedattr prepare FORMAT --root RAW_DIR --out {path}`"
+        )
+    return DatasetDescription.load(path)  # names the path and `pedattr prepare` itself
+
+
 def _read_samples(path: Path, attributes: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)

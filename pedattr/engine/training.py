@@ -48,7 +48,7 @@ from tqdm import tqdm
 from pedattr.checkpoint.format import load_checkpoint, save_checkpoint, write_checkpoint
 from pedattr.data.annotations import positive_ratio
 from pedattr.data.dataset import FailureTracker, build_loader
-from pedattr.data.description import DatasetDescription, carve_validation
+from pedattr.data.description import DatasetDescription, carve_validation, load_description
 from pedattr.engine.config import (
     Stage,
     TrainConfig,
@@ -74,7 +74,6 @@ from pedattr.errors import RunFailed
 from pedattr.evaluation.evaluate import (
     Predictions,
     check_attributes,
-    load_description,
     predict_loader,
     read_part_regions,
 )

@@ -28,11 +28,10 @@ import numpy as np
 
 from pedattr.checkpoint.format import load_checkpoint, model_from_checkpoint, write_checkpoint
 from pedattr.data.annotations import UNKNOWN
-from pedattr.data.description import DatasetDescription
+from pedattr.data.description import DatasetDescription, load_description
 from pedattr.evaluation.evaluate import (
     DEFAULT_THRESHOLD,
     check_attributes,
-    load_description,
     predict_split,
     with_training_split,
 )

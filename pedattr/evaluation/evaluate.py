@@ -20,7 +20,6 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,7 @@ from tqdm import tqdm
 
 from pedattr.checkpoint.format import load_checkpoint, model_from_checkpoint
 from pedattr.data.dataset import Batch, FailureTracker, build_loader
-from pedattr.data.description import DatasetDescription, carve_validation
+from pedattr.data.description import DatasetDescription, carve_validation, load_description
 from pedattr.evaluation.metrics import compute_metrics, format_metrics_table
 from pedattr.models.localization import (
     boxes_to_pixels,
@@ -264,24 +263,6 @@ def _predict_batch(
         winners=winners,
         peaks=recorded[0].numpy() if recorded else None,
     )
-
-
-def load_description(data: DatasetDescription | str | os.PathLike) -> DatasetDescription:
-    """A prepared dataset description, with one clear error when the folder is not one.
-
-    Raises:
-        FileNotFoundError: the folder, or its ``dataset.json``, does not exist; the message
-            names the path and says to run ``pedattr prepare``.
-    """
-    if isinstance(data, DatasetDescription):
-        return data
-    path = Path(data)
-    if not path.is_dir():
-        raise FileNotFoundError(
-            f"{path}: no such dataset folder; prepare one with "
-            f"`pedattr prepare FORMAT --root RAW_DIR --out {path}`"
-        )
-    return DatasetDescription.load(path)  # names the path and `pedattr prepare` itself
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

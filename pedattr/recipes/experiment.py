@@ -34,10 +34,11 @@ from typing import Any
 from tqdm import tqdm
 
 from pedattr.checkpoint.format import load_model
+from pedattr.data.description import load_description
 from pedattr.engine.config import TrainConfig, apply_overrides, check_values, read_config_file
 from pedattr.engine.distributed import DistributedContext
 from pedattr.engine.training import RunPaths, Trainer, model_config
-from pedattr.evaluation.evaluate import evaluate_checkpoint, load_description, localization_summary
+from pedattr.evaluation.evaluate import evaluate_checkpoint, localization_summary
 from pedattr.models.complexity import FLOP_CONVENTION, count_flops, count_parameters
 from pedattr.utils.device import resolve_device
 from pedattr.utils.io import atomic_write_text
