@@ -27,14 +27,10 @@ from typing import Any
 import numpy as np
 
 from pedattr.checkpoint.format import load_checkpoint, model_from_checkpoint, write_checkpoint
+from pedattr.checkpoint.thresholds import DEFAULT_THRESHOLD
 from pedattr.data.annotations import UNKNOWN
 from pedattr.data.description import DatasetDescription, load_description
-from pedattr.evaluation.evaluate import (
-    DEFAULT_THRESHOLD,
-    check_attributes,
-    predict_split,
-    with_training_split,
-)
+from pedattr.evaluation.evaluate import check_attributes, predict_split, with_training_split
 from pedattr.evaluation.metrics import _validate
 from pedattr.utils.json import json_safe
 

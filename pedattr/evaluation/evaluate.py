@@ -28,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pedattr.checkpoint.format import load_checkpoint, model_from_checkpoint
+from pedattr.checkpoint.thresholds import resolve_thresholds
 from pedattr.data.dataset import Batch, FailureTracker, build_loader
 from pedattr.data.description import DatasetDescription, carve_validation, load_description
 from pedattr.evaluation.metrics import compute_metrics, format_metrics_table
@@ -42,9 +43,6 @@ from pedattr.models.localization import (
 )
 from pedattr.utils.json import json_safe
 
-#: Values of ``thresholds`` in :func:`evaluate_checkpoint` (and ``pedattr eval --thresholds``).
-THRESHOLD_MODES = ("default", "calibrated")
-DEFAULT_THRESHOLD = 0.5
 _SUMMARY_KEYS = ("mA", "accuracy", "precision", "recall", "f1")
 
 
@@ -305,22 +303,6 @@ def predict_split(
     return predict_loader(
         model, loader, device=device, tracker=tracker, description=split, peaks=peaks
     )
-
-
-def resolve_thresholds(model: nn.Module, checkpoint: str | os.PathLike, mode: str) -> Any:
-    """0.5, or the per-attribute thresholds the checkpoint stores when ``mode`` is calibrated."""
-    if mode not in THRESHOLD_MODES:
-        raise ValueError(f"thresholds must be one of {THRESHOLD_MODES}, got {mode!r}")
-    if mode == "default":
-        return DEFAULT_THRESHOLD
-    stored = getattr(model, "thresholds", None)
-    if stored is None:
-        raise ValueError(
-            f"{checkpoint}: the checkpoint stores no calibrated thresholds; choose them on the "
-            f"validation split with `pedattr calibrate --checkpoint {checkpoint} --data DATA_DIR` "
-            "or use the default 0.5"
-        )
-    return [float(t) for t in stored]
 
 
 def with_training_split(

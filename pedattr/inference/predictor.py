@@ -40,6 +40,7 @@ from PIL import Image
 from torch import Tensor
 
 from pedattr.checkpoint.format import load_model
+from pedattr.checkpoint.thresholds import resolve_thresholds
 from pedattr.data.dataset import (
     build_transform,
     load_rgb,
@@ -47,7 +48,6 @@ from pedattr.data.dataset import (
     to_rgb,
     upright_rgb,
 )
-from pedattr.evaluation.evaluate import resolve_thresholds
 from pedattr.models.localization import (
     boxes_to_pixels,
     level_names,
