@@ -9,16 +9,18 @@ import pytest
 import torch
 
 import pedattr
-from pedattr.models.alm import unnormalize_coords
-from pedattr.models.localization import (
+from pedattr.evaluation.localization import (
     box_iou,
-    boxes_to_pixels,
     centre_follow,
     format_localization_table,
-    level_sizes,
     localization_scores,
-    max_vote_branch,
     pointing_game,
+)
+from pedattr.models.alm import unnormalize_coords
+from pedattr.models.localization import (
+    boxes_to_pixels,
+    level_sizes,
+    max_vote_branch,
     points_to_pixels,
     recording_activation_peaks,
 )

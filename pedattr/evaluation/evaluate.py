@@ -31,12 +31,12 @@ from pedattr.checkpoint.format import load_checkpoint, model_from_checkpoint
 from pedattr.checkpoint.thresholds import resolve_thresholds
 from pedattr.data.dataset import Batch, FailureTracker, build_loader
 from pedattr.data.description import DatasetDescription, carve_validation, load_description
+from pedattr.evaluation.localization import localization_scores
 from pedattr.evaluation.metrics import compute_metrics, format_metrics_table
 from pedattr.models.localization import (
     boxes_to_pixels,
     level_names,
     level_sizes,
-    localization_scores,
     max_vote_branch,
     points_to_pixels,
     recording_activation_peaks,
@@ -620,7 +620,7 @@ def format_report(report: dict[str, Any]) -> str:
 
 def format_localization(scores: dict[str, Any]) -> str:
     """:func:`localization_report` as text: the table, then the fixed-box reference."""
-    from pedattr.models.localization import format_localization_table
+    from pedattr.evaluation.localization import format_localization_table
 
     lines = [format_localization_table(scores)]
     peaks = scores.get("activation_peaks")
