@@ -40,7 +40,7 @@ from pedattr.recipes import experiment
 from pedattr.recipes.experiment import TABLES, ExperimentError, build_config, run_state
 from tests.helpers import LEARNABLE_ATTRIBUTES, TINY_MODEL, make_prepared_dataset
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TINY = [
     f"model.backbone={TINY_MODEL['backbone']}",
     "model.input_size=[64, 32]",

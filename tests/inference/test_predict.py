@@ -55,7 +55,7 @@ CALIBRATED = [0.0, 1.0, 0.0]
 ATOL = 1e-6
 VTEST_PLACES = (
     "/usr/share/doc/opencv-doc/examples/data/vtest.avi",
-    str(Path(__file__).resolve().parents[1] / "data" / "vtest.avi"),
+    str(Path(__file__).resolve().parents[2] / "data" / "vtest.avi"),
 )
 
 

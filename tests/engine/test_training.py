@@ -35,7 +35,7 @@ from pedattr.evaluation.calibration import calibrate_checkpoint
 from pedattr.evaluation.evaluate import AttributeMismatchError
 from tests.helpers import LEARNABLE_ATTRIBUTES, TINY_MODEL, make_prepared_dataset
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 @pytest.fixture(scope="module")
