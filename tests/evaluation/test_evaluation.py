@@ -35,7 +35,6 @@ from pedattr.evaluation.evaluate import (
 )
 from pedattr.evaluation.metrics import compute_metrics
 from pedattr.evaluation.plots import plot_attribute_accuracy, short_labels
-from pedattr.utils.device import resolve_device
 from tests.helpers import LEARNABLE_ATTRIBUTES, TINY_MODEL, make_prepared_dataset
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -202,17 +201,6 @@ def test_predictions_concatenate_and_sorted_by_index() -> None:
         Predictions.concatenate([part([0]), part([1], boxes=False)])
     with pytest.raises(ValueError):
         Predictions.concatenate([])
-
-
-def test_resolve_device() -> None:
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert resolve_device("auto").type == expected
-    assert resolve_device("cpu") == torch.device("cpu")
-    with pytest.raises(ValueError, match="unknown device"):
-        resolve_device("gpu0")
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA is not available"):
-            resolve_device("cuda:0")
 
 
 def test_format_report_shows_undefined_attributes() -> None:
