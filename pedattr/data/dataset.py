@@ -245,7 +245,7 @@ class AttributeDataset(Dataset):
             DataLoader worker they use the seed the loader gives that worker); None uses
             torch's global generator.
         part_regions: per-image body parts for the rigid-parts model, as read by
-            :func:`pedattr.models.part_regions.read_part_file`. When given, each item has a
+            :func:`pedattr.data.part_regions.read_part_file`. When given, each item has a
             fourth element: head, torso and legs boxes as fractions of the image, float32
             [3, 4], flipped with the image (images the file does not list get the default
             proportions).

@@ -8,7 +8,7 @@ A run folder (``run.out``) holds:
     One JSON object per line: every epoch's loss, learning rate, speed and validation metrics,
     then the test metrics of the selected checkpoint.
 ``best.safetensors`` / ``last.safetensors``
-    Model checkpoints (weights plus JSON metadata, :mod:`pedattr.engine.checkpoint`): the epoch
+    Model checkpoints (weights plus JSON metadata, :mod:`pedattr.checkpoint.format`): the epoch
     with the best validation ``run.select_metric``, and the latest epoch.
 ``state.safetensors``
     Everything needed to continue exactly: model and optimizer tensors, the random state, the

@@ -10,7 +10,7 @@ The honest protocol: thresholds are chosen on the validation split, never on the
 whose metrics would otherwise be optimistic; the test split is evaluated once, with the stored
 thresholds (``pedattr eval --thresholds calibrated``) and, for comparability, with 0.5.
 
-The prediction rule is the metrics' one (:mod:`pedattr.metrics`): positive when
+The prediction rule is the metrics' one (:mod:`pedattr.evaluation.metrics`): positive when
 ``prob > threshold``. Candidate thresholds are the midpoints between consecutive distinct
 probabilities plus one value below the smallest and one above the largest, so every distinct
 way of splitting the samples is tried once, at a threshold with a margin on both sides.
@@ -238,7 +238,7 @@ def calibrate_checkpoint(
     Raises:
         ValueError: the test split without ``allow_test``, an unknown objective or split.
         CheckpointError, FileNotFoundError, AttributeMismatchError: as
-            :func:`~pedattr.engine.evaluation.evaluate_checkpoint`.
+            :func:`~pedattr.evaluation.evaluate.evaluate_checkpoint`.
     """
     if split == "test" and not allow_test:
         raise ValueError(

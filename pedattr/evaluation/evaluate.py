@@ -5,11 +5,11 @@ in a distributed run) and returns :class:`Predictions` keyed by the samples' row
 description, so that shards can be concatenated and de-duplicated. :func:`evaluate_checkpoint`
 is what ``pedattr eval`` runs: load a checkpoint and a prepared dataset, check that they describe
 the same attributes in the same order, predict a split and compute
-:func:`pedattr.metrics.compute_metrics`.
+:func:`pedattr.evaluation.metrics.compute_metrics`.
 
 Thresholds: 0.5 is the default, as in every published PAR number, so that results stay
 comparable with the paper's tables; thresholds calibrated on the validation split
-(:mod:`pedattr.engine.calibration`) are used only when asked for.
+(:mod:`pedattr.evaluation.calibration`) are used only when asked for.
 """
 
 from __future__ import annotations
@@ -111,10 +111,10 @@ class Predictions:
         probs: float32 [N, M], fused sigmoid probabilities.
         boxes: float32 [N, levels, M, 4] as the model returns them; None for the baseline.
         winners: int64 [N, M], the branch whose logit won the max vote (levels in order, then
-            the global branch, :func:`pedattr.localization.max_vote_branch`); None for the
+            the global branch, :func:`pedattr.models.localization.max_vote_branch`); None for the
             baseline.
         peaks: float32 [N, levels, M, 2], where each ALM's activation map peaks, (x, y) in
-            network-input pixels (:func:`pedattr.localization.recording_activation_peaks`);
+            network-input pixels (:func:`pedattr.models.localization.recording_activation_peaks`);
             None unless asked for.
     """
 
@@ -284,7 +284,7 @@ def predict_split(
 
     The model is moved to ``device``. Unreadable images are skipped and counted by ``tracker``
     (a default :class:`FailureTracker` when None: at most 1 % may fail). ``part_regions``
-    (:func:`pedattr.models.part_regions.read_part_file`) places a rigid-parts model's parts per
+    (:func:`pedattr.data.part_regions.read_part_file`) places a rigid-parts model's parts per
     image; ``peaks`` records where the ALMs' activation maps peak.
     """
     device = torch.device(device)
@@ -360,7 +360,7 @@ def evaluate_checkpoint(
             (:func:`localization_report`); needs a model with boxes (ALM, attention masks,
             rigid parts) and a dataset with boxes.
         part_regions: rigid-parts models: a file of per-image keypoints or part boxes
-            (:func:`pedattr.models.part_regions.read_part_file`); None uses fixed proportions.
+            (:func:`pedattr.data.part_regions.read_part_file`); None uses fixed proportions.
         tolerance: with ``localization``, pixels (of the original image) by which every
             ground-truth box is widened on each side for the pointing game; 0 is the strict game.
 
@@ -368,8 +368,8 @@ def evaluate_checkpoint(
         A JSON-safe report (NaN stored as None): ``checkpoint``, ``data``, ``split``,
         ``num_images`` (evaluated), ``unreadable_images``, ``threshold_mode``, ``thresholds``
         (0.5 or one per attribute), ``attributes`` and ``metrics``: what
-        :func:`~pedattr.metrics.compute_metrics` returns plus ``per_attribute`` (attribute name
-        -> mA), and with ``localization`` the :func:`localization_report`.
+        :func:`~pedattr.evaluation.metrics.compute_metrics` returns plus ``per_attribute``
+        (attribute name -> mA), and with ``localization`` the :func:`localization_report`.
 
     Raises:
         CheckpointError: the checkpoint cannot be read.
@@ -487,7 +487,7 @@ def localization_report(
     """How well the learned boxes point at the ground-truth boxes (paper Sec. 4.3).
 
     Each attribute's box at each level is mapped to the original image's pixels
-    (:func:`pedattr.localization.boxes_to_pixels`) and scored over the positive images that
+    (:func:`pedattr.models.localization.boxes_to_pixels`) and scored over the positive images that
     carry a ground-truth box for it: pointing-game hit rate and mean IoU per level, at the best
     level and at the level that won the max vote. The dataset may name the attributes whose
     position varies from image to image (the generator does), which get their own mean.

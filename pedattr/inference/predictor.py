@@ -15,9 +15,9 @@ file gives exactly the probabilities ``pedattr eval`` computes for it:
   (:class:`~pedattr.data.dataset.ImageTransform`) and fed as uint8.
 
 Boxes: ALM's box of every attribute at every level (eq. 3) is mapped to pixels of the original
-image by :func:`pedattr.localization.boxes_to_pixels` (paper Sec. 4.3: a feature-map cell maps to
-the centre of its receptive field), as (x0, y0, x1, y1) in continuous pixel coordinates (the
-image spans [0, width] x [0, height]), clipped to the image. Levels are named after
+image by :func:`pedattr.models.localization.boxes_to_pixels` (paper Sec. 4.3: a feature-map
+cell maps to the centre of its receptive field), as (x0, y0, x1, y1) in continuous pixel
+coordinates (the image spans [0, width] x [0, height]), clipped to the image. Levels are named after
 BN-Inception's blocks ("3b", "4d", "5b") for that backbone and "level1", "level2", "level3"
 (strides 8, 16, 32) for any other.
 
@@ -285,7 +285,7 @@ class Prediction:
             kept only when asked for (``keep_images=True``), for drawing boxes.
         peaks: attribute name -> level name -> (x, y) in pixels of the image: where the level's
             activation map for the attribute peaks (each ALM's classifier applied at every
-            cell; :func:`pedattr.localization.recording_activation_peaks`); empty for a model
+            cell; :func:`pedattr.models.localization.recording_activation_peaks`); empty for a model
             without ALM levels, or when the predictor was asked not to record them.
     """
 

@@ -1,4 +1,4 @@
-"""Tests for pedattr.metrics against hand-computed values and an independent loop version."""
+"""pedattr.evaluation.metrics against hand-computed values and an independent loop version."""
 
 import math
 

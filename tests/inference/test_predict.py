@@ -3,7 +3,7 @@
 Oracles: an independent forward pass (the model on a torchvision-resized uint8 tensor, then a
 sigmoid), the evaluation loader of ``pedattr eval`` for the same files, pixel conversions
 written out by hand (16-bit scaling, alpha 0/255 on black), and
-:func:`pedattr.localization.boxes_to_pixels` for the boxes.
+:func:`pedattr.models.localization.boxes_to_pixels` for the boxes.
 """
 
 from __future__ import annotations

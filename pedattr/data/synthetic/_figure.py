@@ -6,7 +6,7 @@ attribute are that attribute's evidence; its ground-truth box is the union of th
 (:func:`evidence_boxes`). Geometry for every item is in the scene whether the attribute is
 positive or not, so a scene can be painted with one attribute switched.
 
-Coordinates are continuous pixels (see :mod:`pedattr.data._shapes`).
+Coordinates are continuous pixels (see :mod:`pedattr.data.synthetic._shapes`).
 """
 
 from __future__ import annotations
@@ -81,8 +81,9 @@ class Body:
 
 @dataclass(frozen=True)
 class Scene:
-    """Everything random about one sample, drawn by ``pedattr.data.synthetic.sample_scene``;
-    ``render_scene`` paints it without further randomness.
+    """Everything random about one sample, drawn by
+    ``pedattr.data.synthetic.generator.sample_scene``; ``render_scene`` paints it without further
+    randomness.
 
     Item geometry is drawn for every attribute, positive or not, so a scene can be re-rendered
     with one attribute switched (the tests use this to check that the evidence stays inside
