@@ -25,6 +25,7 @@ demo: install-demo
 lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
+	lint-imports
 
 format:
 	$(PYTHON) -m ruff format .

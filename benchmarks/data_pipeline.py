@@ -40,7 +40,7 @@ from common import command_line, time_call  # noqa: E402
 from pedattr.data.annotations import RawAnnotations  # noqa: E402
 from pedattr.data.dataset import build_loader  # noqa: E402
 from pedattr.data.description import DatasetDescription, write_description  # noqa: E402
-from pedattr.data.synthetic import generate_sample  # noqa: E402
+from pedattr.data.synthetic.generator import generate_sample  # noqa: E402
 from pedattr.engine.loss import WeightedBCELoss  # noqa: E402
 from pedattr.engine.trainer import train_step  # noqa: E402
 from pedattr.models.model import build_model  # noqa: E402

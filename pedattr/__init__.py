@@ -13,8 +13,8 @@ _LAZY = {
     "build_model": "pedattr.models.model",
     "ModelConfig": "pedattr.models.model",
     "ModelOutput": "pedattr.models.model",
-    "load_model": "pedattr.engine.checkpoint",
-    "save_checkpoint": "pedattr.engine.checkpoint",
+    "load_model": "pedattr.checkpoint.format",
+    "save_checkpoint": "pedattr.checkpoint.format",
     "Prediction": "pedattr.inference.predictor",
     "Predictor": "pedattr.inference.predictor",
 }

@@ -16,7 +16,7 @@ def _summary(args: argparse.Namespace) -> int:
     from pedattr.models.complexity import format_summary, model_summary, summarize_model
 
     if args.checkpoint:
-        from pedattr.engine.checkpoint import load_model
+        from pedattr.checkpoint.format import load_model
 
         if args.overrides:
             raise ValueError("--checkpoint describes its own model: drop the model.* settings")
@@ -36,8 +36,8 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from pedattr.checkpoint.convert import convert_authors_checkpoint
     from pedattr.data.annotations import read_names_file
-    from pedattr.engine.convert import convert_authors_checkpoint
 
     names = read_names_file(args.attribute_names) if args.attribute_names else None
     checkpoint = convert_authors_checkpoint(
@@ -52,7 +52,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from pedattr.engine.demo import run_demo
+    from pedattr.recipes.demo import run_demo
 
     splits = {"train": args.num_train, "val": args.num_val, "test": args.num_test}
     pretrained = None if args.no_pretrained else (args.pretrained or "auto")
@@ -63,7 +63,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
-    from pedattr.engine.demo_settings import DEMO_SETTINGS, DEMO_SPLITS
+    from pedattr.recipes.demo_settings import DEMO_SETTINGS, DEMO_SPLITS
 
     p = subparsers.add_parser(
         "demo",
@@ -269,18 +269,18 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from pedattr._io import atomic_write_text
-    from pedattr.engine.distributed import resolve_device
-    from pedattr.engine.evaluation import (
+    from pedattr.evaluation.evaluate import (
         evaluate_checkpoint,
         format_localization,
         format_report,
     )
+    from pedattr.utils.device import resolve_device
+    from pedattr.utils.io import atomic_write_text
 
     if args.tolerance and not args.localization:
         raise ValueError("--tolerance applies to the pointing game: add --localization")
     if args.plot:  # a bad plot path fails now, not after the evaluation
-        from pedattr.plots import plot_format
+        from pedattr.evaluation.plots import plot_format
 
         plot_format(args.plot)
     device = resolve_device(args.device)
@@ -310,7 +310,7 @@ def _eval(args: argparse.Namespace) -> int:
         atomic_write_text(args.json, json.dumps(document, indent=2, allow_nan=False) + "\n")
         print(f"wrote {args.json}")
     if args.plot:
-        from pedattr.plots import plot_attribute_accuracy, short_labels
+        from pedattr.evaluation.plots import plot_attribute_accuracy, short_labels
 
         labels = short_labels(args.checkpoint)
         series = {
@@ -391,8 +391,8 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from pedattr.engine.calibration import calibrate_checkpoint, format_calibration
-    from pedattr.engine.distributed import resolve_device
+    from pedattr.evaluation.calibration import calibrate_checkpoint, format_calibration
+    from pedattr.utils.device import resolve_device
 
     report = calibrate_checkpoint(
         args.checkpoint,
@@ -607,7 +607,7 @@ examples:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pedattr.engine.checkpoint import load_model
+    from pedattr.checkpoint.format import load_model
     from pedattr.inference.export import (
         describe_onnx,
         export_onnx,
@@ -695,7 +695,7 @@ def _experiment_command(args: argparse.Namespace) -> str:
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from pedattr.engine.experiment import run_experiment
+    from pedattr.recipes.experiment import run_experiment
 
     run_experiment(
         args.table,

@@ -10,10 +10,10 @@ import sys
 import pytest
 
 import pedattr
-import pedattr.engine.experiment
 import pedattr.engine.training
 import pedattr.inference.command
 import pedattr.inference.export
+import pedattr.recipes.experiment
 from pedattr.cli import main
 from pedattr.engine.training import TrainingError
 from pedattr.inference.export import ExportError
@@ -54,7 +54,7 @@ def test_bad_input_is_exit_2(monkeypatch, capsys) -> None:
     [
         (
             ["experiment", "table1", "--data", "d", "--out", "o"],
-            (pedattr.engine.experiment, "run_experiment"),
+            (pedattr.recipes.experiment, "run_experiment"),
             "pedattr experiment: interrupted; the same command continues where it stopped\n",
         ),
         (

@@ -247,7 +247,7 @@ class AttributeDataset(Dataset):
             DataLoader worker they use the seed the loader gives that worker); None uses
             torch's global generator.
         part_regions: per-image body parts for the rigid-parts model, as read by
-            :func:`pedattr.models.part_regions.read_part_file`. When given, each item has a
+            :func:`pedattr.data.part_regions.read_part_file`. When given, each item has a
             fourth element: head, torso and legs boxes as fractions of the image, float32
             [3, 4], flipped with the image (images the file does not list get the default
             proportions).
@@ -344,7 +344,7 @@ class AttributeDataset(Dataset):
     def _part_fractions(self, index: int, image: Image.Image) -> np.ndarray:
         """The image's head, torso and legs boxes as fractions of it, [3, 4]."""
         # Imported here: only the rigid-parts model reads part regions.
-        from pedattr.models.part_regions import entry_to_fractions
+        from pedattr.data.part_regions import entry_to_fractions
 
         entry = self.part_regions.get(self.description.image_names[index])
         return entry_to_fractions(entry, (image.height, image.width))

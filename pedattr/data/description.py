@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pedattr._io import atomic_write_text
 from pedattr._version import __version__
 from pedattr.data.annotations import (
     SPLITS,
@@ -46,6 +45,7 @@ from pedattr.data.annotations import (
     read_csv_rows,
     read_text_file,
 )
+from pedattr.utils.io import atomic_write_text
 
 FORMAT_NAME = "pedattr-dataset"
 FORMAT_VERSION = 1
@@ -203,6 +203,24 @@ class DatasetDescription:
                 f"{path} resolves to {resolved}, outside the image root {inside}; prepare the "
                 "dataset with --allow-external-images to read such images"
             )
+
+
+def load_description(data: DatasetDescription | str | os.PathLike) -> DatasetDescription:
+    """A prepared dataset description, with one clear error when the folder is not one.
+
+    Raises:
+        FileNotFoundError: the folder, or its ``dataset.json``, does not exist; the message
+            names the path and says to run ``pedattr prepare``.
+    """
+    if isinstance(data, DatasetDescription):
+        return data
+    path = Path(data)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"{path}: no such dataset folder; prepare one with "
+            f"`pedattr prepare FORMAT --root RAW_DIR --out {path}`"
+        )
+    return DatasetDescription.load(path)  # names the path and `pedattr prepare` itself
 
 
 def _read_json(path: Path) -> object:

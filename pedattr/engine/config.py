@@ -74,7 +74,7 @@ class DataSection:
     #: The run stops once more than this fraction of images cannot be read.
     max_failed_fraction: float = 0.01
     #: Rigid-parts head only: a JSON file of per-image keypoints or part boxes
-    #: (:func:`pedattr.models.part_regions.read_part_file`); null uses fixed proportions.
+    #: (:func:`pedattr.data.part_regions.read_part_file`); null uses fixed proportions.
     part_regions: str | None = None
 
 

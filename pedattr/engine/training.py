@@ -8,7 +8,7 @@ A run folder (``run.out``) holds:
     One JSON object per line: every epoch's loss, learning rate, speed and validation metrics,
     then the test metrics of the selected checkpoint.
 ``best.safetensors`` / ``last.safetensors``
-    Model checkpoints (weights plus JSON metadata, :mod:`pedattr.engine.checkpoint`): the epoch
+    Model checkpoints (weights plus JSON metadata, :mod:`pedattr.checkpoint.format`): the epoch
     with the best validation ``run.select_metric``, and the latest epoch.
 ``state.safetensors``
     Everything needed to continue exactly: model and optimizer tensors, the random state, the
@@ -45,16 +45,10 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from pedattr._io import atomic_write, atomic_write_text
+from pedattr.checkpoint.format import load_checkpoint, save_checkpoint, write_checkpoint
 from pedattr.data.annotations import positive_ratio
 from pedattr.data.dataset import FailureTracker, build_loader
-from pedattr.data.description import DatasetDescription, carve_validation
-from pedattr.engine.checkpoint import (
-    json_safe,
-    load_checkpoint,
-    save_checkpoint,
-    write_checkpoint,
-)
+from pedattr.data.description import DatasetDescription, carve_validation, load_description
 from pedattr.engine.config import (
     Stage,
     TrainConfig,
@@ -74,19 +68,20 @@ from pedattr.engine.distributed import (
     shutdown_distributed,
     wrap_ddp,
 )
-from pedattr.engine.evaluation import (
-    Predictions,
-    check_attributes,
-    load_description,
-    predict_loader,
-    read_part_regions,
-)
 from pedattr.engine.loss import WeightedBCELoss
 from pedattr.engine.trainer import train_step
 from pedattr.errors import RunFailed
-from pedattr.metrics import compute_metrics, format_metrics_table
+from pedattr.evaluation.evaluate import (
+    Predictions,
+    check_attributes,
+    predict_loader,
+    read_part_regions,
+)
+from pedattr.evaluation.metrics import compute_metrics, format_metrics_table
 from pedattr.models.alm import AttributeLocalization
 from pedattr.models.model import AttributeModel, ModelConfig, build_from_config
+from pedattr.utils.io import atomic_write, atomic_write_text
+from pedattr.utils.json import json_safe
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from pedattr._io import atomic_write
 from pedattr.inference.predictor import Prediction, PredictionFailure, Predictor
 from pedattr.inference.sources import (
     Expanded,
@@ -28,6 +27,7 @@ from pedattr.inference.sources import (
     read_crops,
 )
 from pedattr.inference.visualize import draw_attribute_boxes, save_image
+from pedattr.utils.io import atomic_write
 
 #: Show a progress bar from this many inputs on (and only on a terminal).
 PROGRESS_FROM = 10

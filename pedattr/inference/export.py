@@ -38,11 +38,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pedattr._io import atomic_write
 from pedattr._version import __version__
 from pedattr.errors import RunFailed
 from pedattr.models.model import AttributeModel
 from pedattr.models.normalization import NORMALIZATIONS
+from pedattr.utils.io import atomic_write
 
 #: Opsets the ONNX export accepts: from 7 (the oldest opset the exporter and onnxruntime
 #: support) to 20 (the newest the TorchScript-based exporter writes). Verified with onnxruntime
@@ -130,7 +130,7 @@ def _load(model_or_checkpoint: AttributeModel | str | os.PathLike) -> AttributeM
         model.thresholds = thresholds
         return model
     if isinstance(model_or_checkpoint, str | os.PathLike):
-        from pedattr.engine.checkpoint import load_model
+        from pedattr.checkpoint.format import load_model
 
         return load_model(model_or_checkpoint).float()
     raise TypeError(

@@ -15,9 +15,9 @@ file gives exactly the probabilities ``pedattr eval`` computes for it:
   (:class:`~pedattr.data.dataset.ImageTransform`) and fed as uint8.
 
 Boxes: ALM's box of every attribute at every level (eq. 3) is mapped to pixels of the original
-image by :func:`pedattr.localization.boxes_to_pixels` (paper Sec. 4.3: a feature-map cell maps to
-the centre of its receptive field), as (x0, y0, x1, y1) in continuous pixel coordinates (the
-image spans [0, width] x [0, height]), clipped to the image. Levels are named after
+image by :func:`pedattr.models.localization.boxes_to_pixels` (paper Sec. 4.3: a feature-map
+cell maps to the centre of its receptive field), as (x0, y0, x1, y1) in continuous pixel
+coordinates (the image spans [0, width] x [0, height]), clipped to the image. Levels are named after
 BN-Inception's blocks ("3b", "4d", "5b") for that backbone and "level1", "level2", "level3"
 (strides 8, 16, 32) for any other.
 
@@ -39,6 +39,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from pedattr.checkpoint.format import load_model
+from pedattr.checkpoint.thresholds import resolve_thresholds
 from pedattr.data.dataset import (
     build_transform,
     load_rgb,
@@ -46,10 +48,7 @@ from pedattr.data.dataset import (
     to_rgb,
     upright_rgb,
 )
-from pedattr.engine.checkpoint import json_safe, load_model
-from pedattr.engine.distributed import resolve_device
-from pedattr.engine.evaluation import resolve_thresholds
-from pedattr.localization import (
+from pedattr.models.localization import (
     boxes_to_pixels,
     level_names,
     level_sizes,
@@ -58,6 +57,8 @@ from pedattr.localization import (
     recording_activation_peaks,
 )
 from pedattr.models.model import AttributeModel
+from pedattr.utils.device import resolve_device
+from pedattr.utils.json import json_safe
 
 #: Anything :meth:`Predictor.predict` takes as one image.
 ImageLike = str | os.PathLike | Image.Image | np.ndarray | Tensor
@@ -284,7 +285,7 @@ class Prediction:
             kept only when asked for (``keep_images=True``), for drawing boxes.
         peaks: attribute name -> level name -> (x, y) in pixels of the image: where the level's
             activation map for the attribute peaks (each ALM's classifier applied at every
-            cell; :func:`pedattr.localization.recording_activation_peaks`); empty for a model
+            cell; :func:`pedattr.models.localization.recording_activation_peaks`); empty for a model
             without ALM levels, or when the predictor was asked not to record them.
     """
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from pedattr._io import atomic_write
 from pedattr.inference.predictor import ImageLike, Prediction, to_rgb_image
+from pedattr.utils.io import atomic_write
 
 #: Level colours, lowest level first (then reused cyclically).
 LEVEL_COLOURS: tuple[tuple[int, int, int], ...] = (

@@ -25,7 +25,7 @@ equals a contraction of the small map L with ``k_y @ U_h`` and ``k_x @ U_w``. Th
 accepts the pyramid's factorised levels and never materialises an upsampled map.
 
 The result equals the per-attribute computation (including gradients) up to float rounding;
-``tests/test_alm.py`` checks it against a literal per-attribute reference.
+``tests/models/test_alm.py`` checks it against a literal per-attribute reference.
 
 Not in the paper, and off unless ``box_centre="evidence"``: eq. 3 regresses the box's centre
 from pooled features, which say little about where in the image the evidence lies, so on

@@ -14,11 +14,11 @@ like :class:`~pedattr.models.alm.AttributeLocalization`, takes the level as a te
   so none is applied.
 * :class:`RigidPartHead` ("parts"): Appendix B, Fig. S3. Head, torso and legs regions plus the
   whole image are pooled from X with ``torchvision.ops.roi_align``; each attribute is classified
-  from the features of its region (:mod:`pedattr.models.part_regions`, Table S1).
+  from the features of its region (:mod:`pedattr.data.part_regions`, Table S1).
 
 Boxes are given in eq. 3's form, (s_x, s_y, t_x, t_y) in the level's normalised sampler
 coordinates under the model's ``align_corners`` convention, so that
-:func:`pedattr.localization.boxes_to_pixels` maps them to the image exactly as it maps ALM's:
+:func:`pedattr.models.localization.boxes_to_pixels` maps them to the image exactly as it maps ALM's:
 for rigid parts, the box of each attribute's region; for attention masks, the box with the
 mask's centre of mass and the extent of a uniform mask of the same spread (a half-extent of
 sqrt(3) standard deviations, each cell counted as a uniform square), which recovers a box exactly
@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+from pedattr.data.part_regions import BODY_PARTS, DEFAULT_PART_BOXES, WHOLE_IMAGE, region_indices
 from pedattr.models.alm import channel_combinations, level_mean, normalize_coords
-from pedattr.models.part_regions import BODY_PARTS, DEFAULT_PART_BOXES, WHOLE_IMAGE, region_indices
 from pedattr.models.pyramid import Level, ResizedMap, dense_level, level_maps
 
 #: Values of ``ModelConfig.head``: the ALM (the paper's) and the heads here.
@@ -80,7 +80,7 @@ def span_to_theta(
     """(s, t) of eq. 3 for a span between two cell-edge positions along one axis.
 
     ``low`` and ``high`` are fractional cell indices of the span's edges (cell j covers
-    [j - 0.5, j + 0.5]); :func:`pedattr.localization.boxes_to_pixels` maps the result back to
+    [j - 0.5, j + 0.5]); :func:`pedattr.models.localization.boxes_to_pixels` maps the result back to
     exactly that span of the image.
     """
     u_low = normalize_coords(low, size, align_corners)
@@ -198,7 +198,7 @@ class RigidPartHead(nn.Module):
     output cell sampled over the region (``sampling_ratio`` adaptive, ``aligned=True``): the
     region's average, which stays sub-cell accurate on the coarse levels where a quantising ROI
     max pooling would snap a part to whole cells. Attribute m then takes its region's
-    features (:func:`pedattr.models.part_regions.region_indices`) into its Linear(C, 1).
+    features (:func:`pedattr.data.part_regions.region_indices`) into its Linear(C, 1).
     Parameters: (C + 1) M.
 
     The region of each attribute and the default part boxes are persistent buffers, so a
@@ -208,7 +208,7 @@ class RigidPartHead(nn.Module):
         channels: C.
         attribute_names: the M attributes, which choose their regions.
         align_corners: the grid convention of the returned boxes (the model's).
-        regions: each attribute's region, as :func:`~pedattr.models.part_regions.region_indices`
+        regions: each attribute's region, as :func:`~pedattr.data.part_regions.region_indices`
             gives it for ``attribute_names``; None looks it up here.
     """
 

@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import Tensor, nn
 
+from pedattr.data.part_regions import region_indices
 from pedattr.models.alm import BOX_CENTRES, BOX_INITS, AttributeLocalization
 from pedattr.models.backbones import build_backbone
 from pedattr.models.heads import HEADS, AttentionMaskHead, GlobalPoolingHead, RigidPartHead
 from pedattr.models.normalization import InputNormalization
-from pedattr.models.part_regions import region_indices
 from pedattr.models.pyramid import TOP_DOWN_MODES, FeaturePyramid
 
 ARCHS = ("alm", "baseline")
@@ -159,7 +159,7 @@ def build_level_head(
     """The module that predicts every attribute from one pyramid level (``config.head``).
 
     ``regions``: for the rigid-parts head, each attribute's region
-    (:func:`~pedattr.models.part_regions.region_indices`), worked out once for all levels.
+    (:func:`~pedattr.data.part_regions.region_indices`), worked out once for all levels.
     """
     if config.head == "gap":
         return GlobalPoolingHead(channels, config.num_attrs)
@@ -221,7 +221,7 @@ class ALMNet(AttributeModel):
             images: RGB [B, 3, H, W], float in [0, 1] or uint8.
             part_boxes: rigid-parts head only: per image head, torso and legs boxes as
                 fractions of the image (x0, y0, x1, y1), [B, 3, 4]; None uses the default
-                proportions (:data:`pedattr.models.part_regions.DEFAULT_PART_BOXES`).
+                proportions (:data:`pedattr.data.part_regions.DEFAULT_PART_BOXES`).
         """
         if part_boxes is not None and self.config.head != "parts":
             raise ValueError(f"part boxes are for the rigid-parts head, not {self.config.head!r}")

@@ -1,0 +1,2 @@
+"""Checkpoints: the file format (:mod:`~pedattr.checkpoint.format`) and the conversion of the
+authors' released checkpoint (:mod:`~pedattr.checkpoint.convert`)."""
