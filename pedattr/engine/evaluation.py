@@ -28,7 +28,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pedattr.data.dataset import Batch, FailureTracker, build_loader
+from pedattr.data.dataset import (
+    Batch,
+    FailureTracker,
+    SpecialFileError,
+    build_loader,
+    open_image_file,
+)
 from pedattr.data.description import DatasetDescription, carve_validation
 from pedattr.engine.checkpoint import json_safe, load_checkpoint, model_from_checkpoint
 from pedattr.localization import (
@@ -498,7 +504,12 @@ def image_sizes(description: DatasetDescription, indices: np.ndarray) -> np.ndar
 
     sizes = []
     for index in indices:
-        with Image.open(description.image_path(int(index))) as image:
+        path = description.image_path(int(index))
+        try:
+            handle = open_image_file(path)
+        except SpecialFileError as err:  # its message does not name the file
+            raise ValueError(f"{path}: {err}") from None
+        with handle, Image.open(handle) as image:
             width, height = image.size
             # EXIF orientations 5-8 turn the image by 90 degrees, as the pipeline shows it.
             if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
