@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from pedattr.errors import RunFailed
+from pedattr.errors import Interrupted, RunFailed
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -792,8 +792,8 @@ def build_parser() -> argparse.ArgumentParser:
         "attribute-specific localization (ALM).",
         epilog="`pedattr COMMAND --help` explains each command. Exit status: 0 done; 1 a run "
         "failed after its input was accepted, or some inputs could not be predicted; 2 bad "
-        "input (one line on stderr names the file or setting); 130 interrupted by Ctrl-C "
-        "(training commands save their state first).",
+        "input (one line on stderr names the file or setting); 130 interrupted by Ctrl-C, "
+        "143 by SIGTERM (training commands save their state first).",
     )
     from pedattr import __version__
 
@@ -830,7 +830,7 @@ _INPUT_ERRORS = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Exit status: 0 done, 1 the run failed (:class:`RunFailed`) or some
-    inputs could not be predicted, 2 bad input, 130 interrupted (Ctrl-C)."""
+    inputs could not be predicted, 2 bad input, 130 interrupted by Ctrl-C, 143 by SIGTERM."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -840,24 +840,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunFailed as err:
         print(f"pedattr {args.command}: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         # Training commands have saved their state and said how to continue by now.
         message = getattr(args, "interrupted", "interrupted")
         print(f"pedattr {args.command}: {message}", file=sys.stderr)
-        return 130
+        return 128 + getattr(stop, "signum", signal.SIGINT)  # the shell's status for the signal
 
 
 def console_main() -> None:
     """The ``pedattr`` program: :func:`main`, then its exit status.
 
-    Interrupted (status 130), it ends by SIGINT as Python itself does on Ctrl-C, so that a shell
-    loop running pedattr stops too instead of going on to the next command.
+    SIGTERM interrupts a command as Ctrl-C does (training saves its state, predict keeps what it
+    wrote). Interrupted (status 130 or 143), it ends by the signal it received, as Python itself
+    does on Ctrl-C, so that a shell loop running pedattr stops too instead of going on to the
+    next command.
     """
+    signal.signal(signal.SIGTERM, _raise_interrupted)  # SIGTERM stops a command as Ctrl-C does
     status = main()
-    if status == 130 and os.name == "posix":
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
+    if status in _STOPPED_BY and os.name == "posix":
+        signum = _STOPPED_BY[status]
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
     sys.exit(status)
+
+
+#: Exit statuses of an interrupted command, and the signal the program then ends by.
+_STOPPED_BY = {128 + signum: signum for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:  # noqa: ARG001
+    raise Interrupted(signum)
 
 
 if __name__ == "__main__":

@@ -32,12 +32,14 @@ never opened, unless the dataset was prepared with ``--allow-external-images``.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import torch
@@ -118,14 +120,58 @@ def upright_rgb(image: Image.Image) -> Image.Image:
     return to_rgb(_apply_exif_orientation(image.copy()))
 
 
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+class SpecialFileError(OSError):
+    """A path given as an image that is a FIFO, socket or device, not a regular file."""
+
+
+def special_file_reason(mode: int) -> str:
+    """Why a file of this ``st_mode`` (not a regular file nor a folder) is not read."""
+    kind = next((what for test, what in _SPECIAL_FILES if test(mode)), "a special file")
+    return f"{kind}, not a regular file: refused, since reading it could wait forever"
+
+
+def open_image_file(path: str | os.PathLike) -> BinaryIO:
+    """Open an image file for reading, refusing anything but a regular file.
+
+    Reading a FIFO or a device would wait for a writer, or forever: it is opened without
+    blocking (so that the check cannot hang) and refused.
+
+    Raises:
+        OSError: the file is missing or unreadable; :class:`SpecialFileError` for a FIFO,
+            socket or device; IsADirectoryError for a folder.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):  # as open() would say
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
+        if not stat.S_ISREG(mode):
+            raise SpecialFileError(special_file_reason(mode))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)  # the flag was only for the open
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def load_rgb(path: str | os.PathLike) -> Image.Image:
     """Decode an image file to an upright 8-bit RGB Pillow image.
 
     Raises:
-        OSError: and whatever else Pillow raises for a missing, truncated or corrupt file.
+        OSError: and whatever else Pillow raises for a missing, truncated or corrupt file, or a
+            path that is not a regular file (:func:`open_image_file`).
     """
     # Our own file handle: closing it keeps the decoded pixels, while closing the Image would not.
-    with open(path, "rb") as handle:
+    with open_image_file(path) as handle:
         try:
             image = Image.open(handle)
         except UnidentifiedImageError:  # its message names the handle, not the file: replace it

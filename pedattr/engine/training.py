@@ -18,10 +18,15 @@ A run folder (``run.out``) holds:
     When the dataset has no validation split (RAP v1): the training images held out for it.
 ``report.json``
     Written last: the selected epoch, its validation metrics and the test metrics.
+``.pedattr.lock``
+    The folder's lock (:mod:`pedattr.engine.runfolder`), held while a process writes the folder:
+    a second run started into it is refused. It names the holder.
 
 Model selection uses the validation split only; the test split is evaluated once, at the end,
 with the selected checkpoint. Every file is written atomically (temporary file, then rename),
-so an interruption never leaves a half-written checkpoint behind.
+so an interruption never leaves a half-written checkpoint behind; temporary files a kill left
+are removed at the next start. An epoch's log line is written before its state, and
+``--resume`` drops the lines written after the saved state, so the log lists each epoch once.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,8 +74,9 @@ from pedattr.engine.distributed import (
     wrap_ddp,
 )
 from pedattr.engine.loss import WeightedBCELoss
+from pedattr.engine.runfolder import locked_run_folder
 from pedattr.engine.trainer import train_step
-from pedattr.errors import RunFailed
+from pedattr.errors import Interrupted, RunFailed
 from pedattr.evaluation.evaluate import (
     Predictions,
     check_attributes,
@@ -80,7 +86,7 @@ from pedattr.evaluation.evaluate import (
 from pedattr.evaluation.metrics import compute_metrics, format_metrics_table
 from pedattr.models.alm import AttributeLocalization
 from pedattr.models.model import AttributeModel, ModelConfig, build_from_config
-from pedattr.utils.io import atomic_write, atomic_write_text
+from pedattr.utils.io import atomic_write, atomic_write_text, remove_temporaries
 from pedattr.utils.json import json_safe
 
 logger = logging.getLogger(__name__)
@@ -135,6 +141,30 @@ class RunPaths:
     @property
     def val_split(self) -> Path:
         return self.root / "val_split.txt"
+
+    def files(self) -> list[Path]:
+        """Every file the run writes (atomically, see :func:`pedattr.utils.io.atomic_write`)."""
+        return [
+            self.config,
+            self.log,
+            self.state,
+            self.best,
+            self.last,
+            self.report,
+            self.val_split,
+        ]
+
+
+@contextmanager
+def claimed_folder(root: Path, names: list[str], *, main: bool = True) -> Iterator[None]:
+    """Hold ``root``'s lock (:mod:`pedattr.engine.runfolder`) for the block, after removing the
+    temporary files of ``names`` that a killed save left there. Only the main process of a
+    distributed job (``main``) locks and writes."""
+    with locked_run_folder(root, enabled=main):
+        if main:
+            for tmp in remove_temporaries(root, names):
+                logger.info("removed %s, left by an interrupted save", tmp)
+        yield
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -347,6 +377,36 @@ class RunLog:
             self.writer.close()
 
 
+def truncate_log(path: Path, epochs_done: int) -> int:
+    """Keep in ``log.jsonl`` only the records of the epochs a saved state holds; returns how
+    many lines were dropped.
+
+    An epoch's line is written before its state (so that no finished epoch goes unrecorded), and
+    the test's line before the report: a run killed between the two repeats that epoch or the
+    test when resumed. Dropping what the state does not hold (and a line cut short by the kill)
+    makes the log list each epoch once.
+    """
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if _record_epoch(line) in range(1, epochs_done + 1)]
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
+
+
+def _record_epoch(line: str) -> int | None:
+    """The epoch of an epoch record, None for any other line (test records, cut lines)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or record.get("event") != "epoch":
+        return None
+    epoch = record.get("epoch")
+    return epoch if isinstance(epoch, int) else None
+
+
 def _scalars(record: dict, prefix: str = "") -> Iterator[tuple[str, float]]:
     for key, value in record.items():
         if isinstance(value, dict):
@@ -390,16 +450,33 @@ def deferred_interrupts() -> Iterator[list[int]]:
             first_at.append(now)
             tqdm.write("stopping after this step and saving the state (signal again to quit now)")
         elif now - first_at[0] > REPEAT_SIGNAL_SECONDS:
-            raise KeyboardInterrupt
+            raise Interrupted(signum)
 
+    with _handling_signals(handler):
+        yield requested
+
+
+@contextmanager
+def immediate_interrupts() -> Iterator[None]:
+    """Ctrl-C and SIGTERM raise :class:`Interrupted` at once (where nothing needs saving)."""
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise Interrupted(signum)
+
+    with _handling_signals(handler):
+        yield
+
+
+@contextmanager
+def _handling_signals(handler) -> Iterator[None]:
     signals = (signal.SIGINT, signal.SIGTERM)
     try:
         previous = [signal.signal(number, handler) for number in signals]
     except ValueError:  # not the main thread: leave signals alone
-        yield requested
+        yield
         return
     try:
-        yield requested
+        yield
     finally:
         for number, old in zip(signals, previous, strict=True):
             signal.signal(number, old)
@@ -428,7 +505,19 @@ class Trainer:
             )
         except (OSError, ValueError) as err:
             raise TrainingSetupError(f"data.part_regions: {err}") from err
-        self._check_run_folder(carved)
+        # The folder's lock, held from here until fit() ends: one writer per run folder.
+        self._folder = ExitStack()
+        names = [path.name for path in self.paths.files()]
+        self._folder.enter_context(claimed_folder(self.paths.root, names, main=context.is_main))
+        try:
+            self._check_run_folder(carved)
+            self._set_up()
+        except BaseException:
+            self.release()
+            raise
+
+    def _set_up(self) -> None:
+        config, context, resume = self.config, self.context, self.resume
         self.model = self._build_model()
         self.autocast_dtype = self._autocast_dtype()
         self.scaler = torch.amp.GradScaler("cuda") if config.run.amp == "fp16" else None
@@ -447,6 +536,13 @@ class Trainer:
         self.stop_requested: list[int] = []
         if resume:
             self.progress = self._load_state(groups)
+            if context.is_main:
+                dropped = truncate_log(self.paths.log, self.progress.epoch)
+                if dropped:
+                    self._say(
+                        f"{self.paths.log}: dropped {dropped} line(s) written after the saved "
+                        "state (the run does that work again)"
+                    )
         self.network = wrap_ddp(self.model, context)
         self.train_loader = build_loader(
             self.description,
@@ -462,6 +558,10 @@ class Trainer:
             pin_memory=context.device.type == "cuda",
         )
         self.tracker = FailureTracker(config.data.max_failed_fraction)
+
+    def release(self) -> None:
+        """Let go of the run folder (fit() does when it ends)."""
+        self._folder.close()
 
     # -- setup --
 
@@ -485,9 +585,15 @@ class Trainer:
         paths = self.paths
         if self.resume:
             if not paths.state.is_file():
-                raise TrainingSetupError(f"{paths.root}: no state.safetensors to resume from")
+                raise TrainingSetupError(
+                    f"{paths.root}: no state.safetensors to resume from: the run stopped before "
+                    "saving any, so there is nothing to continue; run the original command "
+                    "again (without --resume) to start it"
+                )
             return
-        if paths.state.exists() or paths.log.exists():
+        # A log without a state holds only epochs that no state kept (the run was stopped
+        # before it saved any): such a folder is started afresh, as the message above says.
+        if paths.state.exists():
             raise TrainingSetupError(
                 f"{paths.root} already holds a run; continue it with "
                 f"`pedattr train --resume {paths.root}` or set run.out to a new folder"
@@ -495,6 +601,8 @@ class Trainer:
         barrier(self.context)  # every process checked before the main one writes
         if self.context.is_main:
             paths.root.mkdir(parents=True, exist_ok=True)
+            if truncate_log(paths.log, 0):
+                self._say(f"{paths.log}: its epochs were never saved in a state; starting afresh")
             atomic_write_text(paths.config, self.config.to_yaml())
             if carved:
                 atomic_write_text(paths.val_split, "\n".join(carved) + "\n")
@@ -556,6 +664,40 @@ class Trainer:
                 self.config,
             )
 
+    def _diverged(self, value: float, epoch: int) -> str:
+        """What went wrong and what is on disk to continue from (nothing, early in a run)."""
+        paths = self.paths
+        where = (
+            f"the loss became {value} at epoch {epoch + 1}, step {self.progress.step + 1}; "
+            "training stopped"
+        )
+        remedy = "lower optim.lr or set run.amp=none"
+        if not paths.state.is_file():
+            recipe = paths.root.parent / RECIPE_FILE
+            if recipe.is_file():  # a recipe's stage: its --resume starts the stage afresh
+                return (
+                    f"{where} before any state was saved: {remedy} in {recipe}, then "
+                    f"`pedattr train --resume {recipe.parent}` starts this stage afresh."
+                )
+            return (
+                f"{where} before any state was saved, so there is nothing to resume: {remedy} "
+                f"and run the original command again (it starts {paths.root} afresh)."
+            )
+        kept = [path.name for path in (paths.best, paths.last) if path.is_file()]
+        also = f" (and {' and '.join(kept)})" if kept else ""
+        return (
+            f"{where}. The last good state ({paths.state}){also} is intact: {remedy} in "
+            f"{paths.config}, then `pedattr train --resume {paths.root}`."
+        )
+
+    def _stop_signal(self) -> int:
+        """The signal that asked this process to stop (another process's: SIGINT)."""
+        return self.stop_requested[0] if self.stop_requested else signal.SIGINT
+
+    def _stop_agreed(self) -> bool:
+        """Whether any process was asked to stop (between epochs, where no loss is at hand)."""
+        return self._agree(torch.zeros(()))[1]
+
     def _agree(self, loss: Tensor) -> tuple[float, bool]:
         """The loss averaged over processes and whether any process was asked to stop.
 
@@ -609,12 +751,7 @@ class Trainer:
             )
             value, stop = self._agree(loss.cpu())
             if not math.isfinite(value):
-                raise TrainingDiverged(
-                    f"the loss became {value} at epoch {epoch + 1}, step {progress.step + 1}; "
-                    f"training stopped. The last good state ({self.paths.state}) and "
-                    f"checkpoints are intact: lower optim.lr or set run.amp=none in "
-                    f"{self.paths.config}, then `pedattr train --resume {self.paths.root}`."
-                )
+                raise TrainingDiverged(self._diverged(value, epoch))
             progress.step += 1
             progress.global_step += 1
             batch_images = len(images) * self.context.world_size
@@ -627,7 +764,7 @@ class Trainer:
                 self._save_state()
             if stop:
                 barrier(self.context)  # nobody leaves before the main process has saved
-                raise KeyboardInterrupt
+                raise Interrupted(self._stop_signal())
         self.tracker.finish()
         elapsed = time.perf_counter() - started
         return {
@@ -751,6 +888,7 @@ class Trainer:
         ``pedattr train --resume`` continues exactly where it stopped.
         """
         log = RunLog(self.paths, self.config.run.tensorboard) if self.context.is_main else None
+        resume = f"`pedattr train --resume {self.paths.root}`"
         try:
             with deferred_interrupts() as self.stop_requested:
                 for epoch in range(self.progress.epoch, self.config.optim.epochs):
@@ -759,14 +897,28 @@ class Trainer:
                     except KeyboardInterrupt:
                         self._say(
                             f"interrupted at epoch {epoch + 1}, step {self.progress.step}; "
-                            f"continue with `pedattr train --resume {self.paths.root}`"
+                            f"continue with {resume}"
                         )
                         raise
                     self._end_of_epoch(epoch, train, log)
-            return self._final_test(log)
+                    # A signal during the validation: the epoch's state is saved, stop here.
+                    if self._stop_agreed():
+                        self._say(f"interrupted after epoch {epoch + 1}; continue with {resume}")
+                        raise Interrupted(self._stop_signal())
+            # The test is not resumable part-way: a signal stops it at once.
+            try:
+                with immediate_interrupts():
+                    return self._final_test(log)
+            except KeyboardInterrupt:
+                self._say(
+                    f"interrupted during the final test; every epoch is saved, {resume} "
+                    "runs the test again"
+                )
+                raise
         finally:
             if log is not None:
                 log.close()
+            self.release()
 
 
 # --- entry points -------------------------------------------------------------------------------
@@ -844,9 +996,10 @@ def run_stages(
             continue
         if stage.name and context.is_main:
             tqdm.write(f"stage {stage.name}: {paths.root}")
-        # Resuming, only a recipe stage that never started begins afresh; any other run
-        # without its state is an error (Trainer says so), never a silent new start.
-        never_started = bool(stage.name) and not paths.config.exists()
+        # Resuming, only a recipe stage that saved no state yet begins afresh (rerunning the
+        # recipe's command is refused, its folder holds the recipe); any other run without its
+        # state is an error (Trainer says so), never a silent new start.
+        never_started = bool(stage.name) and not paths.state.exists()
         trainer = Trainer(stage.config, context, resume=resume and not never_started)
         reports.append(trainer.fit())
     return reports
@@ -863,21 +1016,31 @@ def train(
     Under torchrun every process calls this; each joins the process group, and only the main
     one writes files. Returns each stage's report (None on the other processes).
     """
-    if resume is not None:
-        if config is not None or overrides:
-            raise TrainingSetupError(
-                "--resume continues a run as it was configured; drop --config and the overrides"
-            )
-        stages = plan_resume(resume)
-    else:
-        if config is None:
-            raise TrainingSetupError("give --config FILE (see configs/) or --resume RUN_DIR")
-        base, raw_stages = read_config_file(config)
-        apply_overrides(base, list(overrides))
-        check_values(base, str(config))
-        stages = plan_run(base, raw_stages, str(config))
-    context = init_distributed(stages[0].config.run.device)
-    try:
-        return run_stages(stages, context, resume=resume is not None)
-    finally:
-        shutdown_distributed(context)
+    # Each stage's Trainer locks its own folder; a recipe's folder, which holds recipe.yaml and
+    # the stages' folders, is locked here. Only the main process (RANK 0) writes, and locks.
+    main = int(os.environ.get("RANK", "0")) == 0
+    with ExitStack() as held:
+        if resume is not None:
+            if config is not None or overrides:
+                raise TrainingSetupError(
+                    "--resume continues a run as it was configured; drop --config and the overrides"
+                )
+            stages = plan_resume(resume)
+            if stages[0].name:
+                root = Path(resume).resolve()
+                held.enter_context(claimed_folder(root, [RECIPE_FILE], main=main))
+        else:
+            if config is None:
+                raise TrainingSetupError("give --config FILE (see configs/) or --resume RUN_DIR")
+            base, raw_stages = read_config_file(config)
+            apply_overrides(base, list(overrides))
+            check_values(base, str(config))
+            if raw_stages:
+                root = Path(base.run.out).resolve()
+                held.enter_context(claimed_folder(root, [RECIPE_FILE], main=main))
+            stages = plan_run(base, raw_stages, str(config))
+        context = init_distributed(stages[0].config.run.device)
+        try:
+            return run_stages(stages, context, resume=resume is not None)
+        finally:
+            shutdown_distributed(context)

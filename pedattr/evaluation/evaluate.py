@@ -29,7 +29,13 @@ from tqdm import tqdm
 
 from pedattr.checkpoint.format import load_checkpoint, model_from_checkpoint
 from pedattr.checkpoint.thresholds import resolve_thresholds
-from pedattr.data.dataset import Batch, FailureTracker, build_loader
+from pedattr.data.dataset import (
+    Batch,
+    FailureTracker,
+    SpecialFileError,
+    build_loader,
+    open_image_file,
+)
 from pedattr.data.description import DatasetDescription, carve_validation, load_description
 from pedattr.evaluation.localization import localization_scores
 from pedattr.evaluation.metrics import compute_metrics, format_metrics_table
@@ -464,7 +470,11 @@ def image_sizes(description: DatasetDescription, indices: np.ndarray) -> np.ndar
     for index in indices:
         path = description.image_path(int(index))
         description.check_inside(path)
-        with Image.open(path) as image:
+        try:
+            handle = open_image_file(path)
+        except SpecialFileError as err:  # its message does not name the file
+            raise ValueError(f"{path}: {err}") from None
+        with handle, Image.open(handle) as image:
             width, height = image.size
             # EXIF orientations 5-8 turn the image by 90 degrees, as the pipeline shows it.
             if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):

@@ -155,8 +155,8 @@ def run_predict(
         checkpoint: a pedattr checkpoint.
         paths: files, folders, glob patterns and videos (see :mod:`pedattr.inference.sources`).
         json_path: write one JSON object per image (:meth:`Prediction.to_dict`) per line here;
-            the file appears when the run ends, also when Ctrl-C ends it (then with the images
-            predicted until then).
+            the file appears when the run ends, also when Ctrl-C or SIGTERM ends it (then with
+            the images predicted until then).
         visualize: write one overlay PNG per image into this folder
             (:func:`~pedattr.inference.visualize.draw_attribute_boxes`).
         thresholds: "default" (0.5) or "calibrated" (stored in the checkpoint).
@@ -172,7 +172,9 @@ def run_predict(
     Raises:
         CheckpointError, ValueError, FileNotFoundError: a bad checkpoint, argument or crops file,
             before anything is predicted.
-        KeyboardInterrupt: after Ctrl-C, once what was predicted is written and reported.
+        KeyboardInterrupt: after Ctrl-C (or SIGTERM, which ``pedattr`` turns into
+            :class:`~pedattr.errors.Interrupted`), once what was predicted is written and
+            reported.
     """
     if every < 1:
         raise ValueError(f"--every must be at least 1, got {every}")
@@ -188,14 +190,14 @@ def run_predict(
     run = _Run(predictor, None if visualize is None else Path(visualize), width, out, err)
     inputs = iter_inputs(expanded, every=every, crops=crop_list)
     total = estimate_count(expanded, every=every, crops=crop_list)
-    interrupted = False
+    interrupted: KeyboardInterrupt | None = None
 
     def predict_all(stream: TextIO | None) -> None:
         nonlocal interrupted
         try:
             run.run(inputs, total, stream)
-        except KeyboardInterrupt:  # keep what was predicted: every JSON line is whole
-            interrupted = True
+        except KeyboardInterrupt as stop:  # keep what was predicted: every JSON line is whole
+            interrupted = stop  # Ctrl-C, or SIGTERM under `pedattr` (then an Interrupted)
 
     if json_path is None:
         predict_all(None)
@@ -207,7 +209,7 @@ def run_predict(
 
         atomic_write(json_path, write)
     summary = run.summary
-    done = "interrupted after" if interrupted else "predicted"
+    done = "interrupted after" if interrupted is not None else "predicted"
     line = f"{done} {_count(summary.predicted, 'image')}"
     if summary.failed:
         line += f"; {_count(len(summary.failed), 'input')} failed (listed on stderr)"
@@ -216,6 +218,6 @@ def run_predict(
     if visualize is not None:
         line += f"; {summary.overlays} overlays in {visualize}"
     print(line, file=out)
-    if interrupted:
-        raise KeyboardInterrupt
+    if interrupted is not None:
+        raise interrupted
     return summary

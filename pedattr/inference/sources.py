@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pedattr.data.dataset import special_file_reason
 from pedattr.inference.predictor import ImageInput, PredictionFailure, array_to_rgb
 
 IMAGE_EXTENSIONS = frozenset(
@@ -141,6 +142,8 @@ def _expand_one(text: str, recursive: bool) -> list[Expanded]:
             return list(images)
         hint = "" if recursive else " (add --recursive to search its subfolders)"
         return [PredictionFailure(text, f"a folder without images{hint}")]
+    if path.exists() and not path.is_file():  # a FIFO or device: reading it could block
+        return [PredictionFailure(text, special_file_reason(path.stat().st_mode))]
     if path.exists() or not _GLOB_CHARACTERS & set(text):
         return [path]  # a missing plain path fails when it is read, with the reader's reason
     matches = sorted(Path(m) for m in glob.glob(text, recursive=True))

@@ -43,7 +43,7 @@ from pedattr.engine.config import (
     check_values,
 )
 from pedattr.engine.distributed import DistributedContext
-from pedattr.engine.training import SUMMARY_KEYS, Trainer
+from pedattr.engine.training import SUMMARY_KEYS, Trainer, claimed_folder
 from pedattr.evaluation.evaluate import (
     evaluate_checkpoint,
     format_localization,
@@ -188,48 +188,50 @@ def run_demo(
         pretrained = _find_pretrained()
     # The settings are checked before any image is drawn: a typo fails at once.
     config = demo_config(out, out / "data", overrides=overrides, pretrained=pretrained, seed=seed)
-    data = write_synthetic_dataset(
-        out / "data",
-        num_train=counts["train"],
-        num_val=counts["val"],
-        num_test=counts["test"],
-        seed=seed,
-        workers=generator_workers,
-    )
-    _say(
-        f"training ALM on {config.model.backbone} "
-        f"({'ImageNet weights ' + Path(pretrained).name if pretrained else 'from scratch'}), "
-        f"{config.optim.epochs} epochs of {counts['train']} images"
-    )
-    run = Path(config.run.out)
-    if run.exists():
-        shutil.rmtree(run)  # the demo's own folder: a new demo is a new run
-    device = resolve_device(config.run.device)
-    Trainer(config, DistributedContext(device=device)).fit()
+    # One demo per folder at a time: a second one would delete the first one's run.
+    with claimed_folder(out, ["report.json"]):
+        data = write_synthetic_dataset(
+            out / "data",
+            num_train=counts["train"],
+            num_val=counts["val"],
+            num_test=counts["test"],
+            seed=seed,
+            workers=generator_workers,
+        )
+        _say(
+            f"training ALM on {config.model.backbone} "
+            f"({'ImageNet weights ' + Path(pretrained).name if pretrained else 'from scratch'}), "
+            f"{config.optim.epochs} epochs of {counts['train']} images"
+        )
+        run = Path(config.run.out)
+        if run.exists():
+            shutil.rmtree(run)  # the demo's own folder: a new demo is a new run
+        device = resolve_device(config.run.device)
+        Trainer(config, DistributedContext(device=device)).fit()
 
-    best = run / "best.safetensors"
-    _say("scoring the learned boxes on the test split")
-    report = evaluate_checkpoint(best, data, split="test", device=device, localization=True)
-    _say("\nlocalization on the test split (hit rate % / mean IoU):")
-    _say(format_localization(report["localization"]))
-    description = DatasetDescription.load(data)
-    chart, grid = _write_figures(best, description, report, out)
-    seconds = time.perf_counter() - start
-    summary = {
-        "seconds": round(seconds, 1),
-        "device": str(device),
-        "pretrained": None if pretrained is None else str(pretrained),
-        "splits": counts,
-        "config": config.to_dict(),
-        "test": {key: report["metrics"][key] for key in SUMMARY_KEYS},
-        "localization": localization_summary(report["localization"]),
-        "checkpoint": str(best),
-        "figures": {"attribute_mA": str(chart), "attribute_boxes": str(grid)},
-        "evaluation": report,
-    }
-    atomic_write_text(out / "report.json", json.dumps(json_safe(summary), indent=2))
-    _print_summary(summary, out)
-    return summary
+        best = run / "best.safetensors"
+        _say("scoring the learned boxes on the test split")
+        report = evaluate_checkpoint(best, data, split="test", device=device, localization=True)
+        _say("\nlocalization on the test split (hit rate % / mean IoU):")
+        _say(format_localization(report["localization"]))
+        description = DatasetDescription.load(data)
+        chart, grid = _write_figures(best, description, report, out)
+        seconds = time.perf_counter() - start
+        summary = {
+            "seconds": round(seconds, 1),
+            "device": str(device),
+            "pretrained": None if pretrained is None else str(pretrained),
+            "splits": counts,
+            "config": config.to_dict(),
+            "test": {key: report["metrics"][key] for key in SUMMARY_KEYS},
+            "localization": localization_summary(report["localization"]),
+            "checkpoint": str(best),
+            "figures": {"attribute_mA": str(chart), "attribute_boxes": str(grid)},
+            "evaluation": report,
+        }
+        atomic_write_text(out / "report.json", json.dumps(json_safe(summary), indent=2))
+        _print_summary(summary, out)
+        return summary
 
 
 def _box_kind(config: dict) -> str:

@@ -37,7 +37,7 @@ from pedattr.checkpoint.format import load_model
 from pedattr.data.description import load_description
 from pedattr.engine.config import TrainConfig, apply_overrides, check_values, read_config_file
 from pedattr.engine.distributed import DistributedContext
-from pedattr.engine.training import RunPaths, Trainer, model_config
+from pedattr.engine.training import RunPaths, Trainer, claimed_folder, model_config
 from pedattr.evaluation.evaluate import evaluate_checkpoint, localization_summary
 from pedattr.models.complexity import FLOP_CONVENTION, count_flops, count_parameters
 from pedattr.utils.device import resolve_device
@@ -501,11 +501,13 @@ def run_experiment(
         "localization": with_boxes,
         "rows": [],
     }
-    for number, row in enumerate(plan.rows, 1):
-        entry = _run_row(plan, row, f"[{number}/{len(plan.rows)}]", with_boxes)
-        result["rows"].append(entry)
-        _write(result, plan, started)
-    markdown = _write(result, plan, started)
+    # One experiment per folder at a time (each run's folder is locked by its Trainer too).
+    with claimed_folder(plan.out, [f"{table}.json", f"{table}.md"]):
+        for number, row in enumerate(plan.rows, 1):
+            entry = _run_row(plan, row, f"[{number}/{len(plan.rows)}]", with_boxes)
+            result["rows"].append(entry)
+            _write(result, plan, started)
+        markdown = _write(result, plan, started)
     print(markdown)
     return result
 

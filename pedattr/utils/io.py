@@ -32,3 +32,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Non
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def remove_temporaries(folder: str | os.PathLike, names: list[str]) -> list[Path]:
+    """Remove the temporary files :func:`atomic_write` left in ``folder`` for the files ``names``
+    when its process was killed mid-write; returns them. Call it only while no other process
+    writes the folder (it cannot tell a dead writer's file from a live one's)."""
+    removed = []
+    for name in names:
+        for tmp in Path(folder).glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
