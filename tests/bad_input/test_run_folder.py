@@ -1,6 +1,6 @@
 """A run folder has one writer, stays consistent across kills, and signals end commands cleanly.
 
-Training here is the tiny CPU run of tests/test_training.py (1-2 epochs of 6 steps).
+Training here is the tiny CPU run of tests/engine/test_training.py (1-2 epochs of 6 steps).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pedattr.engine.runfolder import LOCK_NAME, RunFolderInUse, locked_run_folde
 from pedattr.engine.training import TrainingDiverged, TrainingError, train
 from pedattr.errors import Interrupted
 from tests.helpers import make_prepared_dataset
-from tests.test_training import log_records, tiny_config
+from tests.engine.test_training import log_records, tiny_config
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX locks, signals and FIFOs")
 ROOT = Path(__file__).resolve().parents[2]
