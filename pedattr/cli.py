@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import signal
@@ -783,7 +784,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Pedestrian attribute recognition with weakly-supervised multi-scale "
         "attribute-specific localization (ALM).",
         epilog="`pedattr COMMAND --help` explains each command. Exit status: 0 done; 1 a run "
-        "failed after its input was accepted, or some inputs could not be predicted; 2 bad "
+        "failed after its input was accepted (also when an output cannot be written for want "
+        "of disk space), or some inputs could not be predicted; 2 bad "
         "input (one line on stderr names the file or setting); 130 interrupted by Ctrl-C "
         "(training commands save their state first).",
     )
@@ -820,10 +822,33 @@ _INPUT_ERRORS = (
 )
 
 
+#: Operating-system errors that mean a path given is wrong (not there, not allowed, a file where
+#: a folder belongs): bad input, exit status 2. Any other (a full disk, an I/O error) fails the
+#: run: exit status 1. Either way one line, never a traceback.
+_INPUT_ERRNOS = frozenset(
+    {
+        errno.ENOENT,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EEXIST,
+        errno.EISDIR,
+        errno.ENOTDIR,
+        errno.EROFS,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+    }
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command. Exit status: 0 done, 1 the run failed (:class:`RunFailed`) or some
-    inputs could not be predicted, 2 bad input, 130 interrupted (Ctrl-C)."""
-    args = build_parser().parse_args(argv)
+    """Run one command. Exit status: 0 done, 1 the run failed (:class:`RunFailed`, a full disk)
+    or some inputs could not be predicted, 2 bad input, 130 interrupted (Ctrl-C)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # --help and --version end here with 0, a bad option with 2
+        if exit.code == 0:
+            raise
+        return 2
     try:
         return args.func(args)
     except _INPUT_ERRORS as err:
@@ -832,6 +857,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunFailed as err:
         print(f"pedattr {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # pedattr._io.OutputError names the output, e.g. on a full disk
+        print(f"pedattr {args.command}: error: {err}", file=sys.stderr)
+        return 2 if err.errno in _INPUT_ERRNOS else 1
     except KeyboardInterrupt:
         # Training commands have saved their state and said how to continue by now.
         message = getattr(args, "interrupted", "interrupted")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pedattr._io import atomic_write_text
+from pedattr._io import atomic_write_texts, make_folder
 from pedattr._version import __version__
 from pedattr.data.annotations import (
     SPLITS,
@@ -80,8 +80,7 @@ def write_description(
     raw: RawAnnotations, out_dir: str | os.PathLike, *, missing_images: list[str] | None = None
 ) -> Path:
     """Write ``raw`` as a dataset description folder; returns the path of ``dataset.json``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_folder(out_dir)
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -96,12 +95,13 @@ def write_description(
         "pedattr_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic_write_text(out_dir / SAMPLES_FILE, _samples_csv(raw))
+    texts = {SAMPLES_FILE: _samples_csv(raw)}
     if raw.boxes is not None:
-        boxes = dict(zip(raw.image_names, raw.boxes, strict=True))
-        atomic_write_text(out_dir / BOXES_FILE, json.dumps(boxes))
-    # dataset.json last: its presence means the folder is complete.
-    atomic_write_text(out_dir / DESCRIPTION_FILE, json.dumps(meta, indent=2))
+        texts[BOXES_FILE] = json.dumps(dict(zip(raw.image_names, raw.boxes, strict=True)))
+    # dataset.json last: its presence means the folder is complete. All or none of the files are
+    # replaced, so that a full disk never pairs a new samples.csv with an old dataset.json.
+    texts[DESCRIPTION_FILE] = json.dumps(meta, indent=2)
+    atomic_write_texts({out_dir / name: text for name, text in texts.items()})
     return out_dir / DESCRIPTION_FILE
 
 

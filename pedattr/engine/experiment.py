@@ -33,7 +33,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pedattr._io import atomic_write_text
+from pedattr._io import atomic_write_text, make_folder
 from pedattr.engine.checkpoint import json_safe, load_model
 from pedattr.engine.config import TrainConfig, apply_overrides, check_values, read_config_file
 from pedattr.engine.distributed import DistributedContext, resolve_device
@@ -538,7 +538,7 @@ def _write(result: dict, plan: _Plan, started: float) -> str:
         if references
         else None
     )
-    plan.out.mkdir(parents=True, exist_ok=True)
+    make_folder(plan.out)
     atomic_write_text(plan.out / f"{plan.table}.json", json.dumps(json_safe(result), indent=2))
     markdown = format_markdown(result)
     atomic_write_text(plan.out / f"{plan.table}.md", markdown)

@@ -41,11 +41,10 @@ from pathlib import Path
 import torch
 import yaml
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from pedattr._io import atomic_write, atomic_write_text
+from pedattr._io import append_text, atomic_write_text, make_folder
 from pedattr.data.annotations import positive_ratio
 from pedattr.data.dataset import FailureTracker, build_loader
 from pedattr.data.description import DatasetDescription, carve_validation
@@ -54,6 +53,7 @@ from pedattr.engine.checkpoint import (
     load_checkpoint,
     save_checkpoint,
     write_checkpoint,
+    write_safetensors,
 )
 from pedattr.engine.config import (
     Stage,
@@ -282,7 +282,7 @@ def save_state(
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     header = {STATE_KEY: json.dumps(meta)}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+    write_safetensors(path, tensors, header)
 
 
 def load_state(
@@ -340,8 +340,7 @@ class RunLog:
                 self.writer = SummaryWriter(str(paths.root / "tensorboard"))
 
     def write(self, record: dict, step: int) -> None:
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(json_safe(record)) + "\n")
+        append_text(self.path, json.dumps(json_safe(record)) + "\n")
         if self.writer is not None:
             for key, value in _scalars(record):
                 self.writer.add_scalar(key, value, step)
@@ -499,7 +498,7 @@ class Trainer:
             )
         barrier(self.context)  # every process checked before the main one writes
         if self.context.is_main:
-            paths.root.mkdir(parents=True, exist_ok=True)
+            make_folder(paths.root)  # a file in the way is named, not a FileExistsError
             atomic_write_text(paths.config, self.config.to_yaml())
             if carved:
                 atomic_write_text(paths.val_split, "\n".join(carved) + "\n")
@@ -796,7 +795,7 @@ def plan_run(config: TrainConfig, stages: list, source: str) -> list[Stage]:
                 f"{root} already holds a recipe run; continue it with "
                 f"`pedattr train --resume {root}` or set run.out to a new folder"
             )
-        root.mkdir(parents=True, exist_ok=True)
+        make_folder(root)
         text = yaml.safe_dump({**config.to_dict(), "stages": stages}, sort_keys=False)
         atomic_write_text(recipe, text)
     return planned
