@@ -139,7 +139,7 @@ def epoch_overrides(epochs: int | None) -> list[str]:
     if epochs is None:
         return []
     if epochs < 1:
-        raise ExperimentError(f"--epochs must be at least 1, got {epochs}")
+        raise ExperimentError(f"epochs must be at least 1, got {epochs}")
     return [f"optim.epochs={epochs}", f"optim.lr_step={max(1, math.ceil(epochs / 3))}"]
 
 
@@ -155,7 +155,7 @@ def build_config(
     config.run.out = str(out)
     config.run.seed = seed
     apply_overrides(config, list(overrides))
-    check_values(config, f"{path} with the overrides")
+    check_values(config, str(path), overrides)
     return config
 
 
@@ -471,7 +471,7 @@ def run_experiment(
     """
     started = time.perf_counter()
     if seeds < 1:
-        raise ExperimentError(f"--seeds must be at least 1, got {seeds}")
+        raise ExperimentError(f"seeds must be at least 1, got {seeds}")
     description = load_description(data)  # a clear error before anything trains
     plan = _Plan(
         table=table,

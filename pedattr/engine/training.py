@@ -878,7 +878,7 @@ def train(
             raise TrainingSetupError("give --config FILE (see configs/) or --resume RUN_DIR")
         base, raw_stages = read_config_file(config)
         apply_overrides(base, list(overrides))
-        check_values(base, str(config))
+        check_values(base, str(config), overrides)
         stages = plan_run(base, raw_stages, str(config))
     context = init_distributed(stages[0].config.run.device)
     try:

@@ -175,7 +175,7 @@ def run_predict(
         KeyboardInterrupt: after Ctrl-C, once what was predicted is written and reported.
     """
     if every < 1:
-        raise ValueError(f"--every must be at least 1, got {every}")
+        raise ValueError(f"every must be at least 1, got {every}")
     crop_list = read_crops(crops) if crops is not None else None
     predictor = Predictor.from_checkpoint(
         checkpoint, device=device, thresholds=thresholds, batch_size=batch_size, peaks=peaks
