@@ -228,13 +228,37 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_convert)
 
 
+#: The reader options that `pedattr prepare` has a flag for; any other is --option KEY=VALUE.
+_READER_FLAGS = {
+    "annotation": "--annotation",
+    "partition": "--partition",
+    "image_root": "--image-root",
+}
+
+
+def _reader_options(args: argparse.Namespace) -> dict:
+    """The format reader's options from the flags and --option KEY=VALUE; one the format does not
+    take is named as it was typed, with the ones it does take."""
+    from pedattr.data.formats import reader_options
+
+    accepted = reader_options(args.format)
+    given = {key: (f"--option {key}=...", value) for key, value in args.option}
+    for key, flag in _READER_FLAGS.items():
+        if getattr(args, key) is not None:
+            given[key] = (flag, getattr(args, key))
+    for key, (typed, _) in given.items():
+        if key not in accepted:
+            takes = ", ".join(_READER_FLAGS.get(name, f"--option {name}=...") for name in accepted)
+            raise ValueError(
+                f"{typed}: format {args.format!r} does not take it; it takes {takes or 'none'}"
+            )
+    return {key: value for key, (_, value) in given.items()}
+
+
 def _prepare(args: argparse.Namespace) -> int:
     from pedattr.data.prepare import parse_attribute_selection, prepare_dataset
 
-    options = dict(args.option)
-    for key in ("annotation", "partition", "image_root"):
-        if getattr(args, key) is not None:
-            options[key] = getattr(args, key)
+    options = _reader_options(args)
     attributes = parse_attribute_selection(args.attributes) if args.attributes else None
     prepare_dataset(
         args.format,

@@ -162,3 +162,21 @@ def test_a_bad_command_line_is_one_line_but_help_still_exits_0(capsys) -> None:
     with pytest.raises(SystemExit) as caught:
         main(["predict", "--help"])
     assert caught.value.code == 0 and "--batch-size" in capsys.readouterr().out
+
+
+def test_a_reader_option_the_format_does_not_take_is_named_as_typed(tmp_path: Path, capsys):
+    argv = ["prepare", "pa100k", "--root", str(tmp_path), "--out", str(tmp_path / "d")]
+    assert _refused([*argv, "--partition", "1"], capsys) == (
+        "pedattr prepare: error: --partition: format 'pa100k' does not take it; it takes "
+        "--annotation"
+    )
+    argv[1] = "csv"
+    assert _refused([*argv, "--annotation", "a.csv"], capsys).endswith(
+        "--annotation: format 'csv' does not take it; it takes --image-root, "
+        "--option default_split=..."
+    )
+    assert _refused([*argv, "--option", "partition=1"], capsys).startswith(
+        "pedattr prepare: error: --option partition=...: format 'csv' does not take it"
+    )
+    argv[1] = "rap1"
+    assert "give its path (--annotation FILE, or annotation= in Python)" in _refused(argv, capsys)
