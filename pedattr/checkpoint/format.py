@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
 from pedattr._version import __version__
@@ -83,7 +83,18 @@ def write_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
     """Write a :class:`Checkpoint` as one safetensors file, atomically."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in checkpoint.state_dict.items()}
     header = {METADATA_KEY: json.dumps(checkpoint.metadata())}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+    write_safetensors(path, tensors, header)
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict[str, Tensor], header: dict) -> None:
+    """Write a safetensors file atomically (:func:`pedattr.utils.io.atomic_write`).
+
+    The file's bytes are made in memory and written by Python rather than by safetensors' own
+    writer, so that a full disk is an ``OSError`` naming ``path`` (safetensors reports it as a
+    ``SafetensorError`` with the error code in its text); that costs one file's size of memory.
+    """
+    data = safetensors_bytes(tensors, metadata=header)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _read_metadata(path: Path, handle) -> dict:

@@ -45,7 +45,7 @@ from pedattr.data.annotations import (
     read_csv_rows,
     read_text_file,
 )
-from pedattr.utils.io import atomic_write_text
+from pedattr.utils.io import atomic_write_texts, make_folder
 
 FORMAT_NAME = "pedattr-dataset"
 FORMAT_VERSION = 1
@@ -95,8 +95,7 @@ def write_description(
     ``external_images`` records that the user accepted image names outside the image root
     (``pedattr prepare --allow-external-images``), so that loading accepts them too.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_folder(out_dir)
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -112,12 +111,13 @@ def write_description(
         "pedattr_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    atomic_write_text(out_dir / SAMPLES_FILE, _samples_csv(raw))
+    texts = {SAMPLES_FILE: _samples_csv(raw)}
     if raw.boxes is not None:
-        boxes = dict(zip(raw.image_names, raw.boxes, strict=True))
-        atomic_write_text(out_dir / BOXES_FILE, json.dumps(boxes))
-    # dataset.json last: its presence means the folder is complete.
-    atomic_write_text(out_dir / DESCRIPTION_FILE, json.dumps(meta, indent=2))
+        texts[BOXES_FILE] = json.dumps(dict(zip(raw.image_names, raw.boxes, strict=True)))
+    # dataset.json last: its presence means the folder is complete. All or none of the files are
+    # replaced, so that a full disk never pairs a new samples.csv with an old dataset.json.
+    texts[DESCRIPTION_FILE] = json.dumps(meta, indent=2)
+    atomic_write_texts({out_dir / name: text for name, text in texts.items()})
     return out_dir / DESCRIPTION_FILE
 
 

@@ -292,44 +292,47 @@ def read_config_file(
     return config, list(stages or [])
 
 
-def _require(ok: bool, key: str, rule: str, value: Any, source: str) -> None:
-    if not ok:
-        raise ConfigError(f"{source}: {key}: must be {rule}, got {value!r}")
+def check_values(config: TrainConfig, source: str, overrides: Sequence[str] = ()) -> None:
+    """Ranges the types cannot express; raises ConfigError naming the key and where its value
+    came from: the ``section.key=value`` override that set it, if one of ``overrides`` did, else
+    ``source`` (the YAML file)."""
+    blamed = override_sources(overrides)
 
+    def require(ok: bool, key: str, rule: str, value: Any) -> None:
+        if not ok:
+            where = blamed.get(key, source)
+            raise ConfigError(f"{where}: {key}: must be {rule}, got {value!r}")
 
-def check_values(config: TrainConfig, source: str) -> None:
-    """Ranges the types cannot express; raises ConfigError naming the key."""
     optim, data, run, model = config.optim, config.data, config.run, config.model
-    positive_float = math.isfinite(optim.lr) and optim.lr > 0
-    _require(positive_float, "optim.lr", "a positive number", optim.lr, source)
+    require(math.isfinite(optim.lr) and optim.lr > 0, "optim.lr", "a positive number", optim.lr)
     decay = optim.weight_decay
-    _require(math.isfinite(decay) and decay >= 0, "optim.weight_decay", ">= 0", decay, source)
-    _require(all(0 <= b < 1 for b in optim.betas), "optim.betas", "in [0, 1)", optim.betas, source)
+    require(math.isfinite(decay) and decay >= 0, "optim.weight_decay", ">= 0", decay)
+    require(all(0 <= b < 1 for b in optim.betas), "optim.betas", "in [0, 1)", optim.betas)
     for key in ("batch_size", "epochs", "lr_step"):
         value = getattr(optim, key)
-        _require(value >= 1, f"optim.{key}", "at least 1", value, source)
-    _require(optim.lr_gamma > 0, "optim.lr_gamma", "positive", optim.lr_gamma, source)
+        require(value >= 1, f"optim.{key}", "at least 1", value)
+    require(optim.lr_gamma > 0, "optim.lr_gamma", "positive", optim.lr_gamma)
     box_scale = optim.box_lr_scale
-    _require(
-        math.isfinite(box_scale) and box_scale > 0,
-        "optim.box_lr_scale",
-        "positive",
-        box_scale,
-        source,
-    )
+    require(math.isfinite(box_scale) and box_scale > 0, "optim.box_lr_scale", "positive", box_scale)
     fraction = data.val_fraction
-    _require(0 < fraction < 1, "data.val_fraction", "in (0, 1)", fraction, source)
-    _require(data.workers >= 0, "data.workers", ">= 0", data.workers, source)
+    require(0 < fraction < 1, "data.val_fraction", "in (0, 1)", fraction)
+    require(data.workers >= 0, "data.workers", ">= 0", data.workers)
     failed = data.max_failed_fraction
-    _require(0 <= failed <= 1, "data.max_failed_fraction", "in [0, 1]", failed, source)
-    every = run.checkpoint_every
-    _require(every >= 0, "run.checkpoint_every", ">= 0", every, source)
-    _require(
-        run.eval_batch_size >= 1, "run.eval_batch_size", "at least 1", run.eval_batch_size, source
-    )
+    require(0 <= failed <= 1, "data.max_failed_fraction", "in [0, 1]", failed)
+    require(run.checkpoint_every >= 0, "run.checkpoint_every", ">= 0", run.checkpoint_every)
+    require(run.eval_batch_size >= 1, "run.eval_batch_size", "at least 1", run.eval_batch_size)
     size = model.input_size
-    _require(min(size) >= 1, "model.input_size", "positive", list(size), source)
-    _require(model.pyramid_dim >= 1, "model.pyramid_dim", "at least 1", model.pyramid_dim, source)
+    require(min(size) >= 1, "model.input_size", "positive", list(size))
+    require(model.pyramid_dim >= 1, "model.pyramid_dim", "at least 1", model.pyramid_dim)
+
+
+def override_sources(overrides: Sequence[str]) -> dict[str, str]:
+    """``section.key`` -> the override that set it last, as errors name it."""
+    return {parse_override(text)[0]: _override_name(text) for text in overrides}
+
+
+def _override_name(text: str) -> str:
+    return f"override {text!r}"
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -344,10 +347,11 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def apply_overrides(config: TrainConfig, overrides: list[str]) -> None:
+def apply_overrides(config: TrainConfig, overrides: Sequence[str]) -> None:
+    """Set each ``section.key=value``; a bad one is a ConfigError naming the override."""
     for text in overrides:
         key, value = parse_override(text)
-        _set(config, key, value, "command line")
+        _set(config, key, value, _override_name(text))
 
 
 def architecture(model: ModelSection) -> dict[str, Any]:
@@ -367,7 +371,7 @@ def model_options(overrides: Sequence[str]) -> dict[str, Any]:
             raise ConfigError(f"command line: {key}: only model.* settings describe a model")
     config = TrainConfig()
     apply_overrides(config, list(overrides))
-    check_values(config, "command line")
+    check_values(config, "command line", overrides)
     return architecture(config.model)
 
 

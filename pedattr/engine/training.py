@@ -46,11 +46,15 @@ from pathlib import Path
 import torch
 import yaml
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from pedattr.checkpoint.format import load_checkpoint, save_checkpoint, write_checkpoint
+from pedattr.checkpoint.format import (
+    load_checkpoint,
+    save_checkpoint,
+    write_checkpoint,
+    write_safetensors,
+)
 from pedattr.data.annotations import positive_ratio
 from pedattr.data.dataset import FailureTracker, build_loader
 from pedattr.data.description import DatasetDescription, carve_validation, load_description
@@ -86,7 +90,12 @@ from pedattr.evaluation.evaluate import (
 from pedattr.evaluation.metrics import compute_metrics, format_metrics_table
 from pedattr.models.alm import AttributeLocalization
 from pedattr.models.model import AttributeModel, ModelConfig, build_from_config
-from pedattr.utils.io import atomic_write, atomic_write_text, remove_temporaries
+from pedattr.utils.io import (
+    append_text,
+    atomic_write_text,
+    make_folder,
+    remove_temporaries,
+)
 from pedattr.utils.json import json_safe
 
 logger = logging.getLogger(__name__)
@@ -307,7 +316,7 @@ def save_state(
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     header = {STATE_KEY: json.dumps(meta)}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+    write_safetensors(path, tensors, header)
 
 
 def load_state(
@@ -365,8 +374,7 @@ class RunLog:
                 self.writer = SummaryWriter(str(paths.root / "tensorboard"))
 
     def write(self, record: dict, step: int) -> None:
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(json_safe(record)) + "\n")
+        append_text(self.path, json.dumps(json_safe(record)) + "\n")
         if self.writer is not None:
             for key, value in _scalars(record):
                 self.writer.add_scalar(key, value, step)
@@ -600,7 +608,7 @@ class Trainer:
             )
         barrier(self.context)  # every process checked before the main one writes
         if self.context.is_main:
-            paths.root.mkdir(parents=True, exist_ok=True)
+            make_folder(paths.root)  # a file in the way is named, not a FileExistsError
             if truncate_log(paths.log, 0):
                 self._say(f"{paths.log}: its epochs were never saved in a state; starting afresh")
             atomic_write_text(paths.config, self.config.to_yaml())
@@ -943,7 +951,7 @@ def plan_run(config: TrainConfig, stages: list, source: str) -> list[Stage]:
                 f"{root} already holds a recipe run; continue it with "
                 f"`pedattr train --resume {root}` or set run.out to a new folder"
             )
-        root.mkdir(parents=True, exist_ok=True)
+        make_folder(root)
         text = yaml.safe_dump({**config.to_dict(), "stages": stages}, sort_keys=False)
         atomic_write_text(recipe, text)
     return planned
@@ -1034,7 +1042,7 @@ def train(
                 raise TrainingSetupError("give --config FILE (see configs/) or --resume RUN_DIR")
             base, raw_stages = read_config_file(config)
             apply_overrides(base, list(overrides))
-            check_values(base, str(config))
+            check_values(base, str(config), overrides)
             if raw_stages:
                 root = Path(base.run.out).resolve()
                 held.enter_context(claimed_folder(root, [RECIPE_FILE], main=main))

@@ -177,7 +177,7 @@ def run_predict(
             reported.
     """
     if every < 1:
-        raise ValueError(f"--every must be at least 1, got {every}")
+        raise ValueError(f"every must be at least 1, got {every}")
     crop_list = read_crops(crops) if crops is not None else None
     predictor = Predictor.from_checkpoint(
         checkpoint, device=device, thresholds=thresholds, batch_size=batch_size, peaks=peaks

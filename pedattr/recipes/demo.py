@@ -97,7 +97,7 @@ def demo_config(
     config.run.seed = seed
     config.model.pretrained = None if pretrained is None else str(pretrained)
     apply_overrides(config, list(overrides))
-    check_values(config, "demo settings")
+    check_values(config, "demo settings", overrides)
     if config.run.out != str(out_dir / "run"):
         raise ConfigError("the demo writes its run to OUT/run; choose the folder with --out")
     if config.model.arch != "alm":

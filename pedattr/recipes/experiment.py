@@ -41,7 +41,7 @@ from pedattr.engine.training import RunPaths, Trainer, claimed_folder, model_con
 from pedattr.evaluation.evaluate import evaluate_checkpoint, localization_summary
 from pedattr.models.complexity import FLOP_CONVENTION, count_flops, count_parameters
 from pedattr.utils.device import resolve_device
-from pedattr.utils.io import atomic_write_text
+from pedattr.utils.io import atomic_write_text, make_folder
 from pedattr.utils.json import json_safe
 
 #: The instance-based and label-based metrics of the paper, as the run reports name them.
@@ -142,7 +142,7 @@ def epoch_overrides(epochs: int | None) -> list[str]:
     if epochs is None:
         return []
     if epochs < 1:
-        raise ExperimentError(f"--epochs must be at least 1, got {epochs}")
+        raise ExperimentError(f"epochs must be at least 1, got {epochs}")
     return [f"optim.epochs={epochs}", f"optim.lr_step={max(1, math.ceil(epochs / 3))}"]
 
 
@@ -158,7 +158,7 @@ def build_config(
     config.run.out = str(out)
     config.run.seed = seed
     apply_overrides(config, list(overrides))
-    check_values(config, f"{path} with the overrides")
+    check_values(config, str(path), overrides)
     return config
 
 
@@ -474,7 +474,7 @@ def run_experiment(
     """
     started = time.perf_counter()
     if seeds < 1:
-        raise ExperimentError(f"--seeds must be at least 1, got {seeds}")
+        raise ExperimentError(f"seeds must be at least 1, got {seeds}")
     description = load_description(data)  # a clear error before anything trains
     plan = _Plan(
         table=table,
@@ -543,7 +543,7 @@ def _write(result: dict, plan: _Plan, started: float) -> str:
         if references
         else None
     )
-    plan.out.mkdir(parents=True, exist_ok=True)
+    make_folder(plan.out)
     atomic_write_text(plan.out / f"{plan.table}.json", json.dumps(json_safe(result), indent=2))
     markdown = format_markdown(result)
     atomic_write_text(plan.out / f"{plan.table}.md", markdown)

@@ -193,7 +193,7 @@ def test_cli_exports_and_reports(checkpoints, tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--opset", "30"], "opset 30 is not supported"),
+        (["--opset", "30"], "argument --opset: must be from 7 to 20, got 30"),
         (["--checkpoint", "missing.safetensors"], "no such checkpoint"),
         (["--onnx", "."], "is a folder"),
     ],

@@ -545,7 +545,7 @@ def test_run_state_resumes_an_interrupted_run(tmp_path: Path) -> None:
 
 def test_an_out_of_range_override_is_named_before_any_row_trains(tmp_path: Path) -> None:
     path = CONFIGS / "table1" / "01_baseline.yaml"
-    message = "01_baseline.yaml with the overrides: optim.lr: must be a positive"
+    message = "override 'optim.lr=-1': optim.lr: must be a positive"
     with pytest.raises(ConfigError, match=message):
         build_config(path, ["optim.lr=-1"], data=tmp_path, out=tmp_path / "run", seed=0)
 

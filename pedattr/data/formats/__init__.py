@@ -45,6 +45,22 @@ FORMATS: dict[str, Reader] = {
 }
 
 
+def _reader(format_name: str) -> Callable[..., RawAnnotations]:
+    key = format_name.strip().lower().replace("_", "-")
+    if key not in FORMATS:
+        raise ValueError(f"unknown annotation format {format_name!r}; known: {sorted(FORMATS)}")
+    return FORMATS[key]
+
+
+def reader_options(format_name: str) -> list[str]:
+    """The keyword options the reader of ``format_name`` takes, in its signature's order."""
+    return [
+        name
+        for name, p in inspect.signature(_reader(format_name)).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+
+
 def read_annotations(format_name: str, root: PathLike, **options: Any) -> RawAnnotations:
     """Read a dataset's annotations with the reader of ``format_name``.
 
@@ -53,21 +69,14 @@ def read_annotations(format_name: str, root: PathLike, **options: Any) -> RawAnn
         root: the dataset folder or annotation file, as the reader expects.
         **options: the reader's keyword options (``partition``, ``annotation``, ...).
     """
+    reader = _reader(format_name)
     key = format_name.strip().lower().replace("_", "-")
-    if key not in FORMATS:
-        raise ValueError(f"unknown annotation format {format_name!r}; known: {sorted(FORMATS)}")
-    reader = FORMATS[key]
     try:
         inspect.signature(reader).bind(root, **options)
     except TypeError as exc:
-        accepted = [
-            name
-            for name, p in inspect.signature(reader).parameters.items()
-            if p.kind is inspect.Parameter.KEYWORD_ONLY
-        ]
         raise ValueError(
             f"format {key!r} does not take options {sorted(options)} ({exc}); its options: "
-            f"{accepted}"
+            f"{reader_options(format_name)}"
         ) from exc
     return reader(root, **options)
 

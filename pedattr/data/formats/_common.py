@@ -34,7 +34,10 @@ def resolve_annotation(root: Path, annotation: PathLike | None, defaults: Sequen
         if (root / name).is_file():
             return root / name
     tried = ", ".join(str(root / name) for name in defaults)
-    raise FileNotFoundError(f"no annotation file found (tried {tried}); pass annotation=")
+    raise FileNotFoundError(
+        f"no annotation file found (tried {tried}); give its path (--annotation FILE, or "
+        "annotation= in Python)"
+    )
 
 
 def image_folder(root: Path, candidates: Sequence[str]) -> Path:
