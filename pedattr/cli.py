@@ -241,7 +241,8 @@ def _reader_options(args: argparse.Namespace) -> dict:
     take is named as it was typed, with the ones it does take."""
     from pedattr.data.formats import reader_options
 
-    accepted = reader_options(args.format)
+    # --allow-external-images reaches every reader through prepare_dataset, not as an option.
+    accepted = [name for name in reader_options(args.format) if name != "allow_external_images"]
     given = {key: (f"--option {key}=...", value) for key, value in args.option}
     for key, flag in _READER_FLAGS.items():
         if getattr(args, key) is not None:

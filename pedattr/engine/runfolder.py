@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pedattr.utils.io import make_folder
+
 try:
     import fcntl
 except ImportError:  # Windows
@@ -58,7 +60,7 @@ def locked_run_folder(folder: str | os.PathLike, *, enabled: bool = True) -> Ite
     root = Path(folder)
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"{root}: not a folder")
-    root.mkdir(parents=True, exist_ok=True)
+    make_folder(root)  # a file in the way is named in one line
     # Not truncated on open: the holder's line must survive the refused process's attempt.
     fd = os.open(root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
     try:
