@@ -167,7 +167,13 @@ def authors_state_dict_to_pedattr(state_dict: Mapping[str, Tensor]) -> dict[str,
     source = {_strip_module(key): value for key, value in state_dict.items()}
     if "finalfc.weight" not in source:
         raise ValueError("no 'finalfc.weight': not an ALM state dict from the authors' code")
-    num_attrs = source["finalfc.weight"].shape[0]
+    final = source["finalfc.weight"]
+    if final.dim() != 2 or final.shape[0] < 1:  # M is read from it, so check it first
+        raise ValueError(
+            f"'finalfc.weight' has shape {list(final.shape)}, expected a matrix "
+            "[attributes, channels]"
+        )
+    num_attrs = final.shape[0]
     expected = _expected_state(num_attrs)
     converted: dict[str, Tensor] = {}
     used: set[str] = set()

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -20,13 +22,31 @@ from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
 from pedattr._version import __version__
+from pedattr.models.alm import BOX_POOLINGS, PADDING_MODES
 from pedattr.models.model import AttributeModel, ModelConfig, build_from_config
+from pedattr.models.normalization import NORMALIZATIONS
+from pedattr.models.pyramid import UPSAMPLE_MODES
+from pedattr.models.weight_files import state_dict_mismatch
 from pedattr.utils.io import atomic_write
 from pedattr.utils.json import json_safe
 
 FORMAT_NAME = "pedattr-checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "pedattr"
+#: Deepest nesting of lists and objects accepted in the metadata: pedattr writes at most a few
+#: levels; the bound keeps a crafted header from exhausting the stack (RecursionError).
+MAX_METADATA_DEPTH = 32
+#: Largest sizes accepted from a checkpoint's model configuration, far above any pedestrian
+#: model, so that a crafted header cannot make the model builder allocate gigabytes.
+MAX_PYRAMID_DIM = 8192
+MAX_INPUT_SIDE = 8192
+#: Model configuration choices that ModelConfig itself leaves to the modules it builds.
+_MODULE_CHOICES = {
+    "normalization": tuple(sorted(NORMALIZATIONS)),
+    "upsample": UPSAMPLE_MODES,
+    "box_pooling": BOX_POOLINGS,
+    "padding_mode": PADDING_MODES,
+}
 
 
 class CheckpointError(ValueError):
@@ -105,10 +125,18 @@ def _read_metadata(path: Path, handle) -> dict:
         meta = json.loads(raw)
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path}: pedattr metadata is not valid JSON ({err})") from err
+    except RecursionError:
+        raise CheckpointError(f"{path}: pedattr metadata is nested too deeply") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"{path}: pedattr metadata is a JSON {_json_type(meta)}, not an object"
+        )
     if meta.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path}: metadata format is {meta.get('format')!r}, not pedattr's")
     version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not _is_int(version) or version < 1:
+        raise CheckpointError(f"{path}: checkpoint format version {version!r} is not valid")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint format version {version!r} is newer than this pedattr "
             f"understands ({FORMAT_VERSION}); upgrade pedattr"
@@ -116,8 +144,128 @@ def _read_metadata(path: Path, handle) -> dict:
     return meta
 
 
+def _json_type(value: Any) -> str:
+    """The JSON name of a decoded value's type, for messages."""
+    names = ((bool, "boolean"), (int | float, "number"), (str, "string"), (list, "array"))
+    if value is None:
+        return "null"
+    return next((name for kind, name in names if isinstance(value, kind)), "object")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of decoded JSON (an empty list or object is 1, a scalar 0), iteratively."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def _check_model_entry(key: str, value: Any, default: Any) -> str | None:
+    """What is wrong with one model configuration entry, judged by its default's type."""
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "must be true or false"
+    if isinstance(default, int):  # pyramid_dim, the only whole-number entry
+        if not _is_int(value) or not 1 <= value <= MAX_PYRAMID_DIM:
+            return f"must be a whole number from 1 to {MAX_PYRAMID_DIM}"
+        return None
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            return "must be a string"
+        choices = _MODULE_CHOICES.get(key)
+        if choices is not None and value not in choices:
+            return f"must be one of {list(choices)}"
+        return None
+    if key == "input_size":
+        sides_ok = isinstance(value, list) and len(value) == 2
+        if not sides_ok or not all(_is_int(s) and 1 <= s <= MAX_INPUT_SIDE for s in value):
+            return f"must be [height, width], whole numbers from 1 to {MAX_INPUT_SIDE}"
+        return None
+    if key == "attribute_names":
+        if not isinstance(value, list) or not value:
+            return "must be a non-empty list of names"
+        if not all(isinstance(name, str) and name for name in value):
+            return "must hold non-empty strings only"
+        return None
+    return None
+
+
+def _check_model_config(data: Any) -> None:
+    """Raise ValueError naming the first model configuration entry of the wrong type or size."""
+    if not isinstance(data, dict):
+        raise ValueError(f"'model' is a JSON {_json_type(data)}, not an object")
+    defaults = {f.name: f.default for f in fields(ModelConfig)}
+    unknown = sorted(set(data) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
+    if "attribute_names" not in data:
+        raise ValueError("'model' has no attribute_names")
+    for key, value in data.items():
+        problem = _check_model_entry(key, value, defaults[key])
+        if problem:
+            raise ValueError(f"model.{key} {problem}, found {json.dumps(value)[:80]}")
+
+
+def _check_thresholds(thresholds: Any, num_attrs: int) -> None:
+    """None, or one probability in [0, 1] per attribute."""
+    if thresholds is None:
+        return
+    if not isinstance(thresholds, list):
+        raise ValueError(f"thresholds is a JSON {_json_type(thresholds)}, not a list")
+    if len(thresholds) != num_attrs:
+        raise ValueError(f"{len(thresholds)} thresholds for {num_attrs} attributes")
+    for index, value in enumerate(thresholds):
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not 0.0 <= value <= 1.0:
+            raise ValueError(
+                f"threshold {index} is {json.dumps(value)[:40]}, not a number from 0 to 1"
+            )
+
+
+def _check_documents(meta: dict) -> None:
+    """metrics and extra: objects or null; extra's training run, when present, an object."""
+    for key in ("metrics", "extra"):
+        if meta.get(key) is not None and not isinstance(meta[key], dict):
+            raise ValueError(f"{key} is a JSON {_json_type(meta[key])}, not an object")
+    run = (meta.get("extra") or {}).get("run")
+    if run is not None and not isinstance(run, dict):
+        raise ValueError(f"extra.run is a JSON {_json_type(run)}, not an object")
+    data = (run or {}).get("data")
+    if data is not None and not isinstance(data, dict):
+        raise ValueError(f"extra.run.data is a JSON {_json_type(data)}, not an object")
+    for key in ("pedattr_version", "torch_version", "created"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise ValueError(f"{key} is a JSON {_json_type(meta[key])}, not a string")
+
+
+def validate_metadata(meta: dict) -> ModelConfig:
+    """The model configuration of checkpoint metadata, after checking every entry's JSON type,
+    nesting and sizes, and the thresholds' count; raises ValueError naming the first problem."""
+    depth = _depth(meta)
+    if depth > MAX_METADATA_DEPTH:
+        raise ValueError(f"nested {depth} levels deep, more than {MAX_METADATA_DEPTH}")
+    _check_model_config(meta.get("model"))
+    config = ModelConfig.from_dict(meta["model"])
+    _check_thresholds(meta.get("thresholds"), config.num_attrs)
+    _check_documents(meta)
+    return config
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint without executing any code from it."""
+    """Read a checkpoint without executing any code from it.
+
+    The metadata is validated here, once, for every caller: a wrong JSON type at any key,
+    excessive nesting, non-positive or huge sizes, or thresholds that are not one probability
+    per attribute raise :class:`CheckpointError` naming the file and the key.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -133,9 +281,9 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     except SafetensorError as err:
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
     try:
-        config = ModelConfig.from_dict(meta["model"])
+        config = validate_metadata(meta)
     except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: invalid model configuration ({err})") from err
+        raise CheckpointError(f"{path}: invalid metadata: {err}") from err
     return Checkpoint(
         state_dict=state_dict,
         config=config,
@@ -145,18 +293,45 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     )
 
 
+def non_finite_tensors(state_dict: Mapping[str, Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or infinity."""
+    return [
+        key
+        for key, tensor in state_dict.items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+
+
+def check_finite_weights(state_dict: Mapping[str, Tensor], source: str) -> None:
+    """Raise CheckpointError naming the first tensor with NaN or infinity (a diverged run)."""
+    bad = non_finite_tensors(state_dict)
+    if bad:
+        more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
+        raise CheckpointError(
+            f"{source}: weights hold NaN or infinity in tensor {bad[0]}{more}; the run that "
+            "wrote them diverged, use an earlier checkpoint"
+        )
+
+
 def model_from_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike = "") -> AttributeModel:
     """Build the model a checkpoint describes and load its weights strictly.
 
     The stored thresholds are attached as ``model.thresholds`` (None means 0.5 each).
+
+    Raises:
+        CheckpointError: the backbone cannot be built, the tensors do not match the model
+            (the message names the first tensor, expected and found shape), or a weight holds
+            NaN or infinity.
     """
-    model = build_from_config(checkpoint.config)
     try:
-        model.load_state_dict(checkpoint.state_dict, strict=True)
-    except RuntimeError as err:  # missing, unexpected or wrongly shaped tensors
-        raise CheckpointError(
-            f"{path}: weights do not match the model they describe: {err}"
-        ) from err
+        model = build_from_config(checkpoint.config)
+    except ValueError as err:  # an unknown backbone, or one without the pyramid's strides
+        raise CheckpointError(f"{path}: {err}") from err
+    problem = state_dict_mismatch(model.state_dict(), checkpoint.state_dict)
+    if problem:
+        raise CheckpointError(f"{path}: weights do not match the model they describe: {problem}")
+    check_finite_weights(checkpoint.state_dict, str(path))
+    model.load_state_dict(checkpoint.state_dict, strict=True)
     model.thresholds = checkpoint.thresholds
     return model
 

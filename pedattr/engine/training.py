@@ -90,6 +90,7 @@ from pedattr.evaluation.evaluate import (
 from pedattr.evaluation.metrics import compute_metrics, format_metrics_table
 from pedattr.models.alm import AttributeLocalization
 from pedattr.models.model import AttributeModel, ModelConfig, build_from_config
+from pedattr.models.weight_files import state_dict_mismatch
 from pedattr.utils.io import (
     append_text,
     atomic_write_text,
@@ -325,35 +326,122 @@ def load_state(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None,
 ) -> Progress:
-    """Restore what :func:`save_state` wrote; returns where to continue."""
+    """Restore what :func:`save_state` wrote; returns where to continue.
+
+    Raises:
+        TrainingSetupError: the file is unreadable, or a part is missing, extra or of the
+            wrong shape; the message names the file and the part.
+    """
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             meta = json.loads((handle.metadata() or {})[STATE_KEY])
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same clear message
         raise TrainingSetupError(f"{path}: not a readable training state ({err})") from err
-    if meta.get("format") != STATE_FORMAT or meta.get("format_version", 0) > STATE_VERSION:
+    if (
+        not isinstance(meta, dict)
+        or meta.get("format") != STATE_FORMAT
+        or not isinstance(meta.get("format_version", 0), int)
+        or meta.get("format_version", 0) > STATE_VERSION
+    ):
         raise TrainingSetupError(f"{path}: not a training state this pedattr understands")
+    problem = _state_meta_problem(meta)
+    if problem:
+        raise TrainingSetupError(f"{path}: not a usable training state: {problem}")
     check_attributes(
         meta["attribute_names"],
         model.attribute_names,
         model_source=str(path),
         data_source="the dataset",
     )
-    model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    model.load_state_dict(model_state, strict=True)
     saved_groups, groups = len(meta["optimizer"]["param_groups"]), len(optimizer.param_groups)
     if saved_groups != groups:  # checked here: torch's own error does not say what to change
         raise TrainingSetupError(
             f"{path}: saved with {saved_groups} optimizer parameter group(s), this run has "
             f"{groups}; optim.box_lr_scale cannot switch between 1 and another value on resume"
         )
+    # The optimizer's state is per parameter, numbered through the groups in order.
+    params = [param for group in optimizer.param_groups for param in group["params"]]
+    problem = _state_tensor_problem(tensors, model, params)
+    if problem:
+        raise TrainingSetupError(f"{path}: not a usable training state: {problem}")
+    model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    model.load_state_dict(model_state, strict=True)
     optim = {k: v for k, v in tensors.items() if k.startswith("optimizer.")}
-    optimizer.load_state_dict(optimizer_state_dict(optim, meta["optimizer"]))
-    if scaler is not None and meta["scaler"]:
-        scaler.load_state_dict(meta["scaler"])
-    torch.set_rng_state(tensors["rng.cpu"])
-    return Progress(**meta["progress"])
+    try:  # what the checks above cannot foresee still gets one line naming the part
+        part = "optimizer"
+        optimizer.load_state_dict(optimizer_state_dict(optim, meta["optimizer"]))
+        part = "scaler"
+        if scaler is not None and meta["scaler"]:
+            scaler.load_state_dict(meta["scaler"])
+        part = "rng.cpu"
+        torch.set_rng_state(tensors["rng.cpu"])
+        part = "progress"
+        return Progress(**meta["progress"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrainingSetupError(
+            f"{path}: not a usable training state: part {part} ({detail})"
+        ) from err
+
+
+#: The JSON parts of a training state and their types.
+_STATE_PARTS = {
+    "progress": dict,
+    "optimizer": dict,
+    "attribute_names": list,
+    "scaler": dict | None,
+}
+
+
+def _state_meta_problem(meta: dict) -> str | None:
+    """What is missing, extra or of the wrong type in a training state's JSON part."""
+    for key, kind in _STATE_PARTS.items():
+        if key not in meta:
+            return f"part {key} is missing"
+        if not isinstance(meta[key], kind):
+            return f"part {key} is not a JSON {'list' if kind is list else 'object'}"
+    expected = {f.name for f in dataclasses.fields(Progress)}
+    saved = set(meta["progress"])
+    if saved != expected:
+        missing, extra = sorted(expected - saved), sorted(saved - expected)
+        return f"part progress lacks {missing} or has extra {extra}"
+    for key, value in meta["progress"].items():
+        whole = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        optional = key.startswith("best_") and value is None
+        number = key == "best_score" and isinstance(value, float)
+        if not (whole or optional or number):
+            return f"part progress.{key} is {json.dumps(value)[:40]}, not a count"
+    optimizer = meta["optimizer"]
+    if not isinstance(optimizer.get("param_groups"), list):
+        return "part optimizer.param_groups is missing or not a list"
+    if not isinstance(optimizer.get("scalars"), dict):
+        return "part optimizer.scalars is missing or not an object"
+    return None
+
+
+def _state_tensor_problem(
+    tensors: dict[str, Tensor], model: AttributeModel, params: list[nn.Parameter]
+) -> str | None:
+    """A missing, extra or misshapen tensor of a training state, against the model and the
+    optimizer's parameters (optimizer state is per parameter, by index: a 0-d step count or
+    a tensor of the parameter's shape)."""
+    model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    problem = state_dict_mismatch(model.state_dict(), model_state)
+    if problem:
+        return f"model {problem}"
+    if "rng.cpu" not in tensors:
+        return "tensor rng.cpu is missing"
+    for key, tensor in tensors.items():
+        if key.startswith("model.") or key == "rng.cpu":
+            continue
+        kind, index, name = (key.split(".", 2) + ["", ""])[:3]
+        if kind != "optimizer" or not index.isdigit() or int(index) >= len(params) or not name:
+            return f"tensor {key} is not part of a training state for this model"
+        shape = tuple(params[int(index)].shape)
+        if tensor.dim() and tuple(tensor.shape) != shape:
+            return f"tensor {key} has shape {list(tensor.shape)}, expected {list(shape)}"
+    return None
 
 
 # --- logging ------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from pedattr._version import __version__
+from pedattr.checkpoint.format import load_model, non_finite_tensors
 from pedattr.errors import RunFailed
 from pedattr.models.model import AttributeModel
 from pedattr.models.normalization import NORMALIZATIONS
@@ -123,15 +124,21 @@ def _import(name: str):
 
 
 def _load(model_or_checkpoint: AttributeModel | str | os.PathLike) -> AttributeModel:
-    """A float32 CPU copy of the model in eval mode; the caller's model is left untouched."""
+    """A float32 CPU copy of the model in eval mode; the caller's model is left untouched.
+
+    Raises:
+        ValueError: a weight holds NaN or infinity (CheckpointError for a checkpoint path,
+            which :func:`~pedattr.checkpoint.format.load_model` refuses).
+    """
     if isinstance(model_or_checkpoint, AttributeModel):
+        bad = non_finite_tensors(model_or_checkpoint.state_dict())
+        if bad:
+            raise ValueError(f"the model's weights hold NaN or infinity in tensor {bad[0]}")
         thresholds = getattr(model_or_checkpoint, "thresholds", None)
         model = copy.deepcopy(model_or_checkpoint).float().cpu().eval()
         model.thresholds = thresholds
         return model
     if isinstance(model_or_checkpoint, str | os.PathLike):
-        from pedattr.checkpoint.format import load_model
-
         return load_model(model_or_checkpoint).float()
     raise TypeError(
         f"expected a pedattr model or a checkpoint path, got {type(model_or_checkpoint).__name__}"
@@ -185,6 +192,10 @@ def metadata_document(
     config = model.config
     height, width = config.input_size
     thresholds = getattr(model, "thresholds", None) or [0.5] * config.num_attrs
+    if len(thresholds) != config.num_attrs:  # a runtime would pair them with the wrong names
+        raise ValueError(
+            f"the model carries {len(thresholds)} thresholds for {config.num_attrs} attributes"
+        )
     value_range = [0, 255] if input_dtype == "uint8" else [0.0, 1.0]
     document: dict[str, Any] = {
         "pedattr_version": __version__,
@@ -301,13 +312,26 @@ def onnxruntime_outputs(model_bytes: bytes | str | os.PathLike, images: Tensor) 
     return session.run(None, {INPUT_NAME: images.numpy()})
 
 
-def max_abs_difference(outputs: list, expected: tuple[Tensor, ...]) -> float:
-    """Largest absolute difference over all outputs (shapes must match)."""
+def max_abs_difference(
+    outputs: list, expected: tuple[Tensor, ...], names: tuple[str, ...] | None = None
+) -> float:
+    """Largest absolute difference over all outputs (shapes must match).
+
+    Raises:
+        ExportError: a shape differs, or either side holds NaN or infinity anywhere: a
+            difference taken over such values says nothing (Python's ``max`` even skips NaN).
+    """
     worst = 0.0
-    for got, want in zip(outputs, expected, strict=True):
+    names = names or tuple(f"output {i}" for i in range(len(expected)))
+    for name, got, want in zip(names, outputs, expected, strict=True):
         got = torch.as_tensor(got)
         if tuple(got.shape) != tuple(want.shape):
-            raise ExportError(f"output shape {tuple(got.shape)} differs from {tuple(want.shape)}")
+            raise ExportError(f"{name}: shape {tuple(got.shape)} differs from {tuple(want.shape)}")
+        for side, values in (("the export", got), ("PyTorch", want)):
+            if not bool(torch.isfinite(values).all()):
+                raise ExportError(
+                    f"{name} from {side} holds NaN or infinity, so parity cannot be checked"
+                )
         worst = max(worst, (got.float() - want.float()).abs().max().item())
     return worst
 
@@ -318,13 +342,15 @@ def check_onnx_parity(
     """Compare onnxruntime with PyTorch on random images (other than the traced ones).
 
     Raises:
-        ExportError: an output differs by more than ``tolerance``.
+        ExportError: an output differs by more than ``tolerance``, or either side holds NaN
+            or infinity.
     """
     ort = _import("onnxruntime")
     images = example_images(module.model, batch, input_dtype, seed=1)
     with torch.inference_mode():
         expected = module(images)
-    difference = max_abs_difference(onnxruntime_outputs(model_bytes, images), expected)
+    outputs = onnxruntime_outputs(model_bytes, images)
+    difference = max_abs_difference(outputs, expected, output_names(module.model))
     if not difference <= tolerance:  # also catches NaN
         raise ExportError(
             f"onnxruntime output differs from PyTorch by {difference:.3g} (tolerance "
@@ -500,7 +526,7 @@ def export_program(
         images = example_images(model, PARITY_BATCH, seed=1)
         with torch.inference_mode():
             expected = module(images)
-            difference = max_abs_difference(list(loaded(images)), expected)
+            difference = max_abs_difference(list(loaded(images)), expected, output_names(model))
         if not difference <= tolerance:
             raise ExportError(
                 f"the exported program differs from the model by {difference:.3g} "

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from pedattr.models.bninception import BNInception, load_bninception_weights
+from pedattr.models.weight_files import read_weight_file, state_dict_mismatch
 
 __all__ = ["STRIDES", "FeatureTaps", "backbone_names", "build_backbone"]
 
@@ -129,6 +130,7 @@ def _timm_backbone(model_name: str, pretrained: str | os.PathLike | None) -> Fea
         # classifier=None stops timm from dropping the head and then loading non-strictly (its
         # rule for features_only models), which would hide a wrong file: the whole classification
         # model is loaded strictly, and the features wrapper then discards the head.
+        read_weight_file(pretrained, wrapped=True)  # no weight file: one clear line
         overlay = dict(file=os.fspath(pretrained), classifier=None)
         try:
             body = timm.create_model(model_name, **kwargs, pretrained_cfg_overlay=overlay)
@@ -155,11 +157,11 @@ def _torchvision_backbone(model_name: str, pretrained: str | os.PathLike | None)
 
 
 def _load_torchvision_weights(model: nn.Module, path: str | os.PathLike, model_name: str) -> None:
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    try:
-        model.load_state_dict(state, strict=True)
-    except (RuntimeError, TypeError, AttributeError) as err:
-        raise ValueError(f"{os.fspath(path)} does not fit torchvision:{model_name}: {err}") from err
+    state = read_weight_file(path)
+    problem = state_dict_mismatch(model.state_dict(), state)
+    if problem:
+        raise ValueError(f"{os.fspath(path)} does not fit torchvision:{model_name}: {problem}")
+    model.load_state_dict(state, strict=True)
 
 
 def _tap_candidates(model: nn.Module) -> dict[str, nn.Module]:

@@ -12,12 +12,13 @@ normalisation is handled outside this module.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from pedattr.models.weight_files import read_weight_file
 
 __all__ = ["BLOCKS", "BNInception", "BlockSpec", "load_bninception_weights"]
 
@@ -218,10 +219,8 @@ def load_bninception_weights(model: BNInception, path: str | os.PathLike) -> Non
     Raises:
         ValueError: The file's keys or shapes do not match the model.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{os.fspath(path)}: expected a state dict, got {type(state).__name__}")
-    model.load_state_dict(_match_state(dict(state), model.state_dict(), path), strict=True)
+    state = read_weight_file(path)
+    model.load_state_dict(_match_state(state, model.state_dict(), path), strict=True)
 
 
 def _match_state(state: dict, expected: dict, path: str | os.PathLike) -> dict:
