@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from PIL import Image
 
 from pedattr.data.annotations import RawAnnotations
@@ -88,3 +90,27 @@ def forward_with_activation_maps(model, images: torch.Tensor) -> tuple[object, l
         for handle in handles:
             handle.remove()
     return output, maps
+
+
+def tiny_config(tmp_path: Path, data_root: Path, **sections: dict) -> Path:
+    """A config file for a tiny run of 2 epochs x 6 steps on the CPU."""
+    config = {
+        "model": {
+            "backbone": TINY_MODEL["backbone"],
+            "input_size": list(TINY_MODEL["input_size"]),
+            "pyramid_dim": TINY_MODEL["pyramid_dim"],
+        },
+        "data": {"root": str(data_root), "workers": 0},
+        "optim": {"lr": 1e-3, "batch_size": 8, "epochs": 2, "lr_step": 1},
+        "run": {"out": str(tmp_path / "run"), "device": "cpu"},
+    }
+    for section, values in sections.items():
+        config.setdefault(section, {}).update(values)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def log_records(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]

@@ -393,7 +393,7 @@ def test_every_broken_training_state_is_one_line_naming_file_and_part(state, tmp
 
 
 def test_cli_resume_with_a_broken_state_exits_2_naming_the_part(tmp_path, capsys):
-    from tests.test_training import tiny_config
+    from tests.helpers import tiny_config
 
     data = make_prepared_dataset(tmp_path, {"train": 8, "val": 4, "test": 4})
     config = tiny_config(tmp_path, data, optim={"epochs": 1, "batch_size": 4})

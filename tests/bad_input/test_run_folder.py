@@ -24,8 +24,7 @@ from pedattr.engine import training
 from pedattr.engine.runfolder import LOCK_NAME, RunFolderInUse, locked_run_folder
 from pedattr.engine.training import TrainingDiverged, TrainingError, train
 from pedattr.errors import Interrupted
-from tests.engine.test_training import log_records, tiny_config
-from tests.helpers import make_prepared_dataset
+from tests.helpers import log_records, make_prepared_dataset, tiny_config
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX locks, signals and FIFOs")
 ROOT = Path(__file__).resolve().parents[2]

@@ -33,7 +33,13 @@ from pedattr.engine.distributed import CPUSyncBatchNorm
 from pedattr.engine.training import TrainingDiverged, TrainingError, train
 from pedattr.evaluation.calibration import calibrate_checkpoint
 from pedattr.evaluation.evaluate import AttributeMismatchError
-from tests.helpers import LEARNABLE_ATTRIBUTES, TINY_MODEL, make_prepared_dataset
+from tests.helpers import (
+    LEARNABLE_ATTRIBUTES,
+    TINY_MODEL,
+    log_records,
+    make_prepared_dataset,
+    tiny_config,
+)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -41,30 +47,6 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_prepared_dataset(tmp_path_factory.mktemp("train"))
-
-
-def tiny_config(tmp_path: Path, data_root: Path, **sections: dict) -> Path:
-    """A config file for a tiny run of 2 epochs x 6 steps on the CPU."""
-    config = {
-        "model": {
-            "backbone": TINY_MODEL["backbone"],
-            "input_size": list(TINY_MODEL["input_size"]),
-            "pyramid_dim": TINY_MODEL["pyramid_dim"],
-        },
-        "data": {"root": str(data_root), "workers": 0},
-        "optim": {"lr": 1e-3, "batch_size": 8, "epochs": 2, "lr_step": 1},
-        "run": {"out": str(tmp_path / "run"), "device": "cpu"},
-    }
-    for section, values in sections.items():
-        config.setdefault(section, {}).update(values)
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def log_records(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
 
 
 # --- configs ------------------------------------------------------------------------------------

@@ -14,9 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
-from tests.helpers import TINY_MODEL, make_prepared_dataset
+from tests.helpers import make_prepared_dataset, tiny_config
 
 GOLDEN = Path(__file__).resolve().parent
 FILES = ("report.json", "eval.json", "predict.jsonl")
@@ -26,26 +24,11 @@ def _pedattr(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pedattr", *args], check=True, capture_output=True)
 
 
-def _config(work: Path, data: Path) -> Path:
-    config = {
-        "model": {
-            "backbone": TINY_MODEL["backbone"],
-            "input_size": list(TINY_MODEL["input_size"]),
-            "pyramid_dim": TINY_MODEL["pyramid_dim"],
-        },
-        "data": {"root": str(data), "workers": 0},
-        "optim": {"lr": 3e-3, "batch_size": 8, "epochs": 4, "lr_step": 3},
-        "run": {"out": str(work / "run"), "device": "cpu"},
-    }
-    path = work / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
 def produce(work: Path) -> dict[str, str]:
     """Train, evaluate and predict in ``work``; the three outputs, paths made relative."""
     data = make_prepared_dataset(work)
-    _pedattr("train", "--config", str(_config(work, data)))
+    config = tiny_config(work, data, optim={"lr": 3e-3, "epochs": 4, "lr_step": 3})
+    _pedattr("train", "--config", str(config))
     run = work / "run"
     best = str(run / "best.safetensors")
     _pedattr(
