@@ -12,9 +12,11 @@ from tests.golden.produce import FILES, GOLDEN, load_lines, produce
 
 
 def assert_same(found: Any, expected: Any, where: str = "") -> None:
-    """Equal structure and values; floats within 1e-5 (the last bits of a reordered sum)."""
+    """Equal structure and values; floats within 1e-4 relative or absolute: the thread count
+    reorders float32 sums, which moves a box coordinate by some 1e-5 pixels, while a change of
+    behaviour moves it by far more."""
     if isinstance(expected, float) and isinstance(found, float):
-        assert math.isclose(found, expected, rel_tol=1e-5, abs_tol=1e-5), where
+        assert math.isclose(found, expected, rel_tol=1e-4, abs_tol=1e-4), where
         return
     assert type(found) is type(expected), f"{where}: {type(found)} != {type(expected)}"
     if isinstance(expected, dict):
