@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from pedattr.utils.device import resolve_device
 
@@ -109,71 +110,136 @@ class _AllReduceSum(torch.autograd.Function):
         return total
 
 
-class CPUSyncBatchNorm(nn.BatchNorm2d):
-    """Batch norm over the global batch of all processes, for CPU (gloo) runs.
+def _syncing(module: nn.Module) -> bool:
+    """Whether a batch-norm layer normalises with the global batch now: in training mode, inside
+    a process group (as torch's SyncBatchNorm decides)."""
+    return module.training and dist.is_available() and dist.is_initialized()
+
+
+def _global_batch_norm(bn: _BatchNorm, input: Tensor) -> Tensor:
+    """``bn`` applied with the mean and variance of the global batch of all processes.
 
     Each process sums its per-channel count and sum, then its squared deviations from the
     global mean; differentiable all-reduces give the global mean and variance, and autograd
-    through them gives every process the gradient of the global batch's normalisation.
-    Statistics are computed in float32 (also under bf16 autocast). Outside distributed training
-    it is a plain BatchNorm2d.
+    through them gives every process the gradient of the global batch's normalisation. The
+    running statistics are updated as ``bn`` would update them with the global batch.
     """
+    # Statistics in float32 at least, also under bf16/fp16 autocast (float64 stays float64).
+    x = input if input.dtype == torch.float64 else input.float()
+    channels = x.shape[1]
+    dims = [0, *range(2, x.dim())]
+    shape = (1, channels) + (1,) * (x.dim() - 2)
+    # Two passes, as BatchNorm computes them: the global mean, then the global mean of squared
+    # deviations from it (one pass, E[x^2] - E[x]^2, loses digits when a channel's mean is large
+    # against its spread).
+    count = x.new_full((1,), x.numel() / channels)
+    first = _AllReduceSum.apply(torch.cat([count, x.sum(dim=dims)]))
+    n, mean = first[0], first[1:] / first[0]
+    centred = x - mean.view(shape)
+    var = _AllReduceSum.apply(centred.square().sum(dim=dims)) / n
+    if bn.track_running_stats:
+        _update_running_stats(bn, mean.detach(), var.detach() * n / (n - 1).clamp(min=1))
+    output = centred * torch.rsqrt(var.view(shape) + bn.eps)
+    if bn.affine:
+        output = output * bn.weight.view(shape) + bn.bias.view(shape)
+    return output.to(input.dtype)
+
+
+@torch.no_grad()
+def _update_running_stats(bn: _BatchNorm, mean: Tensor, unbiased_var: Tensor) -> None:
+    bn.num_batches_tracked += 1
+    momentum = bn.momentum
+    if momentum is None:  # cumulative moving average, as BatchNorm does
+        momentum = 1.0 / float(bn.num_batches_tracked)
+    bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)
+    bn.running_var.lerp_(unbiased_var.to(bn.running_var.dtype), momentum)
+
+
+class _CPUSync:
+    """Mixed in before a batch-norm class: its forward with the global batch's statistics while
+    training in a process group, and the class's own forward otherwise."""
 
     def forward(self, input: Tensor) -> Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized()):
+        if not _syncing(self):
             return super().forward(input)
-        x = input.float()  # statistics in float32, also under bf16 autocast
-        channels = x.shape[1]
-        shape = (1, channels, 1, 1)
-        # Two passes, as BatchNorm2d computes them: the global mean, then the global mean of
-        # squared deviations from it (one pass, E[x^2] - E[x]^2, loses digits when a channel's
-        # mean is large against its spread).
-        count = x.new_full((1,), x.numel() / channels)
-        first = _AllReduceSum.apply(torch.cat([count, x.sum(dim=(0, 2, 3))]))
-        n, mean = first[0], first[1:] / first[0]
-        centred = x - mean.view(shape)
-        var = _AllReduceSum.apply(centred.square().sum(dim=(0, 2, 3))) / n
-        if self.track_running_stats:
-            self._update_running_stats(mean.detach(), var.detach() * n / (n - 1).clamp(min=1))
-        output = centred * torch.rsqrt(var.view(shape) + self.eps)
-        if self.affine:
-            output = output * self.weight.view(shape) + self.bias.view(shape)
-        return output.to(input.dtype)
+        return self._after_norm(_global_batch_norm(self, input))
 
-    @torch.no_grad()
-    def _update_running_stats(self, mean: Tensor, unbiased_var: Tensor) -> None:
-        self.num_batches_tracked += 1
-        momentum = self.momentum
-        if momentum is None:  # cumulative moving average, as BatchNorm2d does
-            momentum = 1.0 / float(self.num_batches_tracked)
-        self.running_mean.lerp_(mean, momentum)
-        self.running_var.lerp_(unbiased_var, momentum)
+    def _after_norm(self, x: Tensor) -> Tensor:
+        """What the class's own forward does after normalising (nothing, for plain batch norm)."""
+        return x
 
 
-def _to_cpu_sync(module: nn.Module) -> nn.Module:
-    """Swap every plain BatchNorm2d of ``module`` for a CPUSyncBatchNorm sharing its state."""
-    for name, child in module.named_children():
-        if type(child) is nn.BatchNorm2d:
-            synced = CPUSyncBatchNorm(
-                child.num_features,
-                child.eps,
-                child.momentum,
-                child.affine,
-                child.track_running_stats,
-            )
-            synced.load_state_dict(child.state_dict())
-            setattr(module, name, synced)
-        else:
-            _to_cpu_sync(child)
-    return module
+class CPUSyncBatchNorm(_CPUSync, nn.BatchNorm2d):
+    """BatchNorm2d over the global batch of all processes, for CPU (gloo) runs.
+
+    torch's SyncBatchNorm needs CUDA kernels, and DistributedDataParallel refuses it on the CPU.
+    Statistics are computed in float32 at least (also under bf16 autocast). Outside distributed
+    training it is a plain BatchNorm2d.
+    """
+
+
+class _CPUSyncAct(_CPUSync):
+    """For timm's BatchNormAct2d, whose forward applies its dropout and activation after the
+    normalisation."""
+
+    def _after_norm(self, x: Tensor) -> Tensor:
+        return self.act(self.drop(x))
+
+
+_CPU_VARIANTS: dict[type, type] = {nn.BatchNorm2d: CPUSyncBatchNorm}
+
+
+def _cpu_variant(cls: type[_BatchNorm], where: str) -> type:
+    """The synchronised twin of a batch-norm class (made once per class).
+
+    Classes that normalise with ``_BatchNorm.forward`` (BatchNorm1d/2d/3d and subclasses that
+    keep that forward) and timm's BatchNormAct2d are supported; another forward would be
+    skipped silently by a twin, so it is refused.
+    """
+    if cls in _CPU_VARIANTS:
+        return _CPU_VARIANTS[cls]
+    if cls.forward is _BatchNorm.forward:
+        mixin: type = _CPUSync
+    elif _is_timm_batchnorm_act(cls):
+        mixin = _CPUSyncAct
+    else:
+        raise ValueError(
+            f"run.sync_bn: {where} is a {cls.__module__}.{cls.__qualname__}, whose own forward "
+            "cannot be synchronised across CPU processes; set run.sync_bn=false"
+        )
+    variant = type(f"CPUSync{cls.__name__}", (mixin, cls), {"__module__": __name__})
+    _CPU_VARIANTS[cls] = variant
+    return variant
+
+
+def _is_timm_batchnorm_act(cls: type) -> bool:
+    from timm.layers import BatchNormAct2d  # only for models that hold timm layers
+
+    return issubclass(cls, BatchNormAct2d) and cls.forward is BatchNormAct2d.forward
+
+
+def _to_cpu_sync(model: nn.Module) -> nn.Module:
+    """Make every batch-norm layer of ``model`` normalise with the global batch, in place.
+
+    The layers keep their parameters, buffers, training mode and frozen parameters: only
+    their class changes, to a twin that adds the synchronisation (see :func:`_cpu_variant`).
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, _BatchNorm) and not isinstance(module, _CPUSync):
+            module.__class__ = _cpu_variant(type(module), name or "the model")
+    return model
 
 
 def convert_sync_batchnorm(model: nn.Module, context: DistributedContext) -> nn.Module:
     """Batch norm over the global batch: torch's SyncBatchNorm on CUDA, ours on the CPU.
 
     On CUDA timm's converter is used, which also handles timm's fused norm-activation layers. On
-    the CPU only plain ``BatchNorm2d`` layers are synchronised (BN-Inception and ResNets have no
-    others).
+    the CPU every batch-norm layer is synchronised, whatever its dimension, including timm's
+    BatchNormAct2d (:func:`_to_cpu_sync`).
+
+    Raises:
+        ValueError: on the CPU, a batch-norm class with a forward of its own that cannot be
+            synchronised.
     """
     if not context.distributed:
         return model

@@ -25,8 +25,9 @@ def train_step(
     Every branch of the model is supervised by the same labels and the branch losses are
     summed (paper Sec. 3.3). With ``deep_supervision=False`` only the fused logits are
     supervised (Table 1's rows before deep supervision). With ``autocast_dtype`` the forward
-    runs in mixed precision while the loss is computed in float32; ``scaler`` (fp16) scales the
-    loss against underflow. ``part_boxes`` go to a rigid-parts model (per-image body parts).
+    runs in mixed precision while the loss is computed in float32 (in float64 for a float64
+    model); ``scaler`` (fp16) scales the loss against underflow. ``part_boxes`` go to a
+    rigid-parts model (per-image body parts).
     """
     inputs = {} if part_boxes is None else {"part_boxes": part_boxes}
     with torch.autocast(
@@ -34,10 +35,10 @@ def train_step(
     ):
         output = model(images, **inputs)
     if deep_supervision:
-        branch_logits = [logits.float() for logits in output.branch_logits]
+        branch_logits = [_at_least_float32(logits) for logits in output.branch_logits]
         loss = deep_supervision_loss(branch_logits, labels, criterion)
     else:
-        loss = criterion(output.logits.float(), labels)
+        loss = criterion(_at_least_float32(output.logits), labels)
     optimizer.zero_grad(set_to_none=True)
     if scaler is None:
         loss.backward()
@@ -47,3 +48,8 @@ def train_step(
         scaler.step(optimizer)
         scaler.update()
     return loss.detach()
+
+
+def _at_least_float32(logits: Tensor) -> Tensor:
+    """Logits in float32 for the loss, also under autocast; float64 stays float64."""
+    return logits if logits.dtype == torch.float64 else logits.float()
