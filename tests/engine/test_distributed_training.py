@@ -39,7 +39,7 @@ from pedattr.engine.training import train
 from pedattr.models.backbones import build_backbone
 from tests.helpers import make_prepared_dataset
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # One of each family users train: the paper's backbone, the demo's (torchvision), and a timm
 # model whose batch norms are timm's BatchNormAct2d (fused with the activation).
