@@ -24,6 +24,7 @@ from pedattr.evaluation.evaluate import (
     checkpoint_report,
     evaluate_checkpoint,
     format_localization,
+    format_report,
     localization_summary,
 )
 from pedattr.evaluation.evaluators import (
@@ -238,6 +239,7 @@ def test_checkpoint_report_is_what_evaluate_checkpoint_returns(boxed) -> None:
     assert report.num_images == report.metrics.num_samples == 10
     as_dict = evaluate_checkpoint(boxed["checkpoint"], boxed["data"], **options)
     assert report.to_dict() == as_dict
+    assert format_report(report) == format_report(as_dict)
     assert list(as_dict) == [
         "checkpoint",
         "data",
