@@ -373,7 +373,7 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
 
 def _eval(args: argparse.Namespace) -> int:
     from pedattr.evaluation.evaluate import (
-        evaluate_checkpoint,
+        checkpoint_report,
         format_localization,
         format_report,
     )
@@ -389,7 +389,7 @@ def _eval(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     reports = []
     for checkpoint in args.checkpoint:
-        report = evaluate_checkpoint(
+        report = checkpoint_report(
             checkpoint,
             args.data,
             split=args.split,
@@ -406,8 +406,8 @@ def _eval(args: argparse.Namespace) -> int:
         if args.localization:
             within = f"; a centre within {args.tolerance:g} px hits" if args.tolerance else ""
             print(f"\nlocalization (boxes against ground truth, hit rate % / mean IoU{within}):")
-            print(format_localization(report["localization"]))
-        reports.append(report)
+            print(format_localization(report.localization))
+        reports.append(report.to_dict())
     if args.json:
         document = reports[0] if len(reports) == 1 else reports
         atomic_write_text(args.json, json.dumps(document, indent=2, allow_nan=False) + "\n")

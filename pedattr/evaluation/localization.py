@@ -17,6 +17,7 @@ and as means over attributes.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -242,6 +243,109 @@ def localization_scores(
             ),
         },
     }
+
+
+@dataclass
+class LocalizationSummary:
+    """The headline localization numbers of a :class:`LocalizationReport`.
+
+    Means over the location-varying attributes when the dataset names them, else over all
+    scored ones (``attributes`` says which, ``count`` how many), at each attribute's best level.
+
+    Attributes:
+        attributes: "location_varying" or "all".
+        count: attributes in the mean.
+        best_level_hit_rate, best_level_mean_iou, best_level_follow: the learned boxes.
+        activation_peak_hit_rate, activation_peak_follow: the activation-map peaks (None when
+            not scored).
+        max_vote_hit_rate: the boxes at the level that won the max vote (None when not scored).
+        fixed_box_hit_rate: a fixed box per attribute (:func:`fixed_box_reference`).
+    """
+
+    attributes: str
+    count: int
+    best_level_hit_rate: float | None
+    best_level_mean_iou: float | None
+    best_level_follow: float | None
+    activation_peak_hit_rate: float | None
+    activation_peak_follow: float | None
+    max_vote_hit_rate: float | None
+    fixed_box_hit_rate: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "attributes": self.attributes,
+            "count": self.count,
+            "best_level_hit_rate": self.best_level_hit_rate,
+            "best_level_mean_iou": self.best_level_mean_iou,
+            "best_level_follow": self.best_level_follow,
+            "activation_peak_hit_rate": self.activation_peak_hit_rate,
+            "activation_peak_follow": self.activation_peak_follow,
+            "max_vote_hit_rate": self.max_vote_hit_rate,
+            "fixed_box_hit_rate": self.fixed_box_hit_rate,
+        }
+
+
+@dataclass
+class LocalizationReport:
+    """How well a model's boxes (and activation peaks) point at the ground-truth boxes.
+
+    Each part is what :func:`localization_scores` returns for one kind of prediction.
+
+    Attributes:
+        boxes: the learned boxes, with the max-vote scores.
+        fixed_box_reference: a fixed box per attribute, scored on the same images (level
+            "fixed"): what an attribute's position alone gives away.
+        activation_peaks: the peaks of the ALMs' activation maps scored as points (no
+            ``mean_iou``), or None when they were not recorded.
+    """
+
+    boxes: dict[str, Any]
+    fixed_box_reference: dict[str, Any]
+    activation_peaks: dict[str, Any] | None = None
+
+    @property
+    def group(self) -> str:
+        """ "location_varying" when the dataset names such attributes and some were scored,
+        else "all": the mean the summaries quote."""
+        return "location_varying" if self.boxes["mean"]["location_varying"]["attributes"] else "all"
+
+    def summary(self) -> LocalizationSummary:
+        """The hit rate, IoU and follow at each attribute's best level, the max-vote hit rate,
+        the peaks' hit rate and follow, and the fixed box's hit rate, for :attr:`group`."""
+        group = self.group
+        mean = self.boxes["mean"][group]
+        reference = self.fixed_box_reference["mean"][group]["levels"]["fixed"]
+        peaks = self.activation_peaks["mean"][group]["best_level"] if self.activation_peaks else {}
+        return LocalizationSummary(
+            attributes=group,
+            count=mean["attributes"],
+            best_level_hit_rate=mean["best_level"]["hit_rate"],
+            best_level_mean_iou=mean["best_level"]["mean_iou"],
+            best_level_follow=mean["best_level"]["follow"],
+            activation_peak_hit_rate=peaks.get("hit_rate"),
+            activation_peak_follow=peaks.get("follow"),
+            max_vote_hit_rate=(mean.get("max_vote") or {}).get("hit_rate"),
+            fixed_box_hit_rate=reference["hit_rate"],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The boxes' scores with ``activation_peaks`` (when recorded) and
+        ``fixed_box_reference`` added, as ``pedattr eval --json`` writes them."""
+        extra = {} if self.activation_peaks is None else {"activation_peaks": self.activation_peaks}
+        return {**self.boxes, **extra, "fixed_box_reference": self.fixed_box_reference}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> LocalizationReport:
+        """The report that :meth:`to_dict` wrote (e.g. read back from a JSON report)."""
+        boxes = {
+            k: v for k, v in values.items() if k not in ("activation_peaks", "fixed_box_reference")
+        }
+        return cls(
+            boxes=boxes,
+            fixed_box_reference=values["fixed_box_reference"],
+            activation_peaks=values.get("activation_peaks"),
+        )
 
 
 def _cell(score: Mapping[str, Any] | None) -> str:

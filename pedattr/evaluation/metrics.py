@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -151,36 +152,113 @@ def compute_metrics(
     Warns:
         UndefinedMetricWarning: when some attributes have no positives or no negatives.
     """
-    return _metrics_of_valid(*_validate(labels, probs), threshold)
+    return _report_of_valid(*_validate(labels, probs), threshold).to_dict()
 
 
-def _metrics_of_valid(
-    gt: np.ndarray, prob: np.ndarray, threshold: float | Sequence[float] | np.ndarray
-) -> dict[str, Any]:
-    """``compute_metrics`` on inputs that ``_validate`` already accepted."""
+@dataclass
+class MetricsReport:
+    """The paper's metrics on a set of samples (what :func:`compute_metrics` returns, typed).
+
+    Attributes:
+        mA: label-based mean accuracy over the defined attributes (NaN when none is).
+        accuracy, precision, recall, f1: the instance-based metrics.
+        per_attribute_mA: M values, NaN where undefined.
+        undefined_attributes: indices of the attributes without positives or negatives.
+        num_positives: M counts, which say why an attribute is undefined.
+        num_samples: N.
+        attribute_names: the M names, when known; :meth:`to_dict` then adds ``per_attribute``.
+    """
+
+    mA: float  # the paper's name
+    accuracy: float
+    precision: float
+    recall: float
+    f1: float
+    per_attribute_mA: list[float]
+    undefined_attributes: list[int]
+    num_positives: list[int]
+    num_samples: int
+    attribute_names: list[str] | None = None
+
+    @property
+    def per_attribute(self) -> dict[str, float]:
+        """Attribute name -> mA (NaN where undefined).
+
+        Raises:
+            ValueError: the report was computed without attribute names.
+        """
+        if self.attribute_names is None:
+            raise ValueError("these metrics were computed without attribute names")
+        return dict(zip(self.attribute_names, self.per_attribute_mA, strict=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dict :func:`compute_metrics` returns, plus ``per_attribute`` when names are known
+        (NaN kept: :func:`pedattr.utils.json.json_safe` turns it into None for JSON)."""
+        values: dict[str, Any] = {
+            "mA": self.mA,
+            "accuracy": self.accuracy,
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "per_attribute_mA": list(self.per_attribute_mA),
+            "undefined_attributes": list(self.undefined_attributes),
+            "num_positives": list(self.num_positives),
+            "num_samples": self.num_samples,
+        }
+        if self.attribute_names is not None:
+            values["per_attribute"] = self.per_attribute
+        return values
+
+
+def metrics_report(
+    labels: Any,
+    probs: Any,
+    threshold: float | Sequence[float] | np.ndarray = 0.5,
+    attribute_names: Sequence[str] | None = None,
+) -> MetricsReport:
+    """:func:`compute_metrics` as a :class:`MetricsReport`, with the attributes' names if given.
+
+    Raises:
+        ValueError: as :func:`compute_metrics`, or a number of names other than M.
+    """
+    return _report_of_valid(*_validate(labels, probs), threshold, attribute_names)
+
+
+def _report_of_valid(
+    gt: np.ndarray,
+    prob: np.ndarray,
+    threshold: float | Sequence[float] | np.ndarray,
+    attribute_names: Sequence[str] | None = None,
+) -> MetricsReport:
+    """:func:`metrics_report` on inputs that ``_validate`` already accepted."""
+    if attribute_names is not None and len(attribute_names) != gt.shape[1]:
+        raise ValueError(f"got {len(attribute_names)} names for {gt.shape[1]} attributes")
     truth = gt == 1  # unknown (2) counts as negative
     pred = prob > _thresholds(threshold, gt.shape[1])
     per_attribute = _label_based(truth, pred)
     mean_accuracy, undefined = _mean_accuracy(per_attribute)
     accuracy, precision, recall = _instance_based(truth, pred)
-    return {
-        "mA": mean_accuracy,
-        "accuracy": accuracy,
-        "precision": precision,
-        "recall": recall,
-        "f1": _f1(precision, recall),
-        "per_attribute_mA": per_attribute.tolist(),
-        "undefined_attributes": undefined,
-        "num_positives": truth.sum(axis=0).tolist(),
-        "num_samples": int(gt.shape[0]),
-    }
+    return MetricsReport(
+        mA=mean_accuracy,
+        accuracy=accuracy,
+        precision=precision,
+        recall=recall,
+        f1=_f1(precision, recall),
+        per_attribute_mA=per_attribute.tolist(),
+        undefined_attributes=undefined,
+        num_positives=truth.sum(axis=0).tolist(),
+        num_samples=int(gt.shape[0]),
+        attribute_names=None if attribute_names is None else list(attribute_names),
+    )
 
 
 class AttributeEvaluator:
-    """Accumulates predictions batch by batch and computes the metrics at the end.
+    """Accumulates label and probability arrays batch by batch and computes the metrics at the
+    end: ``reset()``, ``process(labels, probs)`` per batch, ``evaluate()`` once.
 
-    Follows the detectron2 evaluator protocol: ``reset()``, ``process(...)`` per batch,
-    ``evaluate()`` once.
+    This is the array-level accumulator; the evaluator that takes batches and model outputs
+    (``process(batch, outputs)``) is :class:`pedattr.evaluation.evaluators.MetricsEvaluator`,
+    built on it.
 
     Args:
         attribute_names: Names of the M attributes, in label-column order.
@@ -212,21 +290,28 @@ class AttributeEvaluator:
         self._labels.append(gt)
         self._probs.append(prob)
 
+    def report(self) -> MetricsReport:
+        """The metrics of all processed batches, with the attributes' names.
+
+        Raises:
+            ValueError: no batch was processed since the last reset.
+        """
+        if not self._labels:
+            raise ValueError("evaluate() called before any batch was processed")
+        # Every batch was validated in process(); the concatenation needs no second pass.
+        return _report_of_valid(
+            np.concatenate(self._labels),
+            np.concatenate(self._probs),
+            self.threshold,
+            self.attribute_names,
+        )
+
     def evaluate(self) -> dict[str, Any]:
         """Returns ``compute_metrics`` on all processed batches plus ``per_attribute``.
 
         ``per_attribute`` maps each attribute name to its mA (NaN where undefined).
         """
-        if not self._labels:
-            raise ValueError("evaluate() called before any batch was processed")
-        # Every batch was validated in process(); the concatenation needs no second pass.
-        metrics = _metrics_of_valid(
-            np.concatenate(self._labels), np.concatenate(self._probs), self.threshold
-        )
-        metrics["per_attribute"] = dict(
-            zip(self.attribute_names, metrics["per_attribute_mA"], strict=True)
-        )
-        return metrics
+        return self.report().to_dict()
 
 
 def _attribute_line(name: str, value: float, positives: int) -> str:

@@ -48,13 +48,12 @@ from pedattr.data.dataset import (
     to_rgb,
     upright_rgb,
 )
+from pedattr.evaluation.forward import forward_batch
 from pedattr.models.localization import (
     boxes_to_pixels,
     level_names,
     level_sizes,
-    max_vote_branch,
     points_to_pixels,
-    recording_activation_peaks,
 )
 from pedattr.models.model import AttributeModel
 from pedattr.utils.device import resolve_device
@@ -526,21 +525,18 @@ class Predictor:
         for result in results:
             yield next(predictions) if isinstance(result, _Prepared) else result
 
-    @torch.inference_mode()
     def _forward(self, prepared: list[_Prepared]) -> list[Prediction]:
-        """One forward pass over a batch of resized images, as the evaluation runs it."""
-        images = torch.stack([p.pixels for p in prepared]).to(self.device)
-        with recording_activation_peaks(self.model, enabled=self.peaks) as recorded:
-            output = self.model(images)
+        """One forward pass over a batch of resized images: the evaluation's
+        (:func:`~pedattr.evaluation.forward.forward_batch`), then mapped to image pixels."""
+        images = torch.stack([p.pixels for p in prepared])
+        output = forward_batch(self.model, images, device=self.device, peaks=self.peaks)
         sizes = [p.image_size for p in prepared]
         peaks = None
-        if recorded:
-            peaks = points_to_pixels(recorded[0], input_size=self.input_size, image_size=sizes)
-        # Sigmoid in float32, as in evaluation: half-precision probabilities round to 1.0.
-        probs = torch.sigmoid(output.logits.float()).cpu().numpy().astype(np.float64)
+        if output.peaks is not None:
+            peaks = points_to_pixels(output.peaks, input_size=self.input_size, image_size=sizes)
+        probs = output.probs.astype(np.float64)
         # ALM's branches are the levels then the global one; the baseline has only the latter.
         branch_names = (*self.level_names, GLOBAL_BRANCH)
-        winners = max_vote_branch(output.branch_logits)  # [B, M] indices into branch_names
         pixel_boxes = None
         if output.boxes is not None:
             pixel_boxes = boxes_to_pixels(
@@ -551,7 +547,7 @@ class Predictor:
                 align_corners=self.model.config.align_corners,
             )
         return [
-            self._prediction(p, probs[k], winners[k], branch_names, pixel_boxes, peaks, k)
+            self._prediction(p, probs[k], output.winners[k], branch_names, pixel_boxes, peaks, k)
             for k, p in enumerate(prepared)
         ]
 

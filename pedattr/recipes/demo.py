@@ -44,11 +44,7 @@ from pedattr.engine.config import (
 )
 from pedattr.engine.distributed import DistributedContext
 from pedattr.engine.training import SUMMARY_KEYS, Trainer, claimed_folder
-from pedattr.evaluation.evaluate import (
-    evaluate_checkpoint,
-    format_localization,
-    localization_summary,
-)
+from pedattr.evaluation.evaluate import checkpoint_report, format_localization
 from pedattr.recipes.demo_settings import DEMO_SETTINGS, DEMO_SPLITS
 from pedattr.utils.device import resolve_device
 from pedattr.utils.io import atomic_write_text
@@ -211,9 +207,10 @@ def run_demo(
 
         best = run / "best.safetensors"
         _say("scoring the learned boxes on the test split")
-        report = evaluate_checkpoint(best, data, split="test", device=device, localization=True)
+        evaluated = checkpoint_report(best, data, split="test", device=device, localization=True)
+        report = evaluated.to_dict()  # as `pedattr eval --json` writes it
         _say("\nlocalization on the test split (hit rate % / mean IoU):")
-        _say(format_localization(report["localization"]))
+        _say(format_localization(evaluated.localization))
         description = DatasetDescription.load(data)
         chart, grid = _write_figures(best, description, report, out)
         seconds = time.perf_counter() - start
@@ -224,7 +221,7 @@ def run_demo(
             "splits": counts,
             "config": config.to_dict(),
             "test": {key: report["metrics"][key] for key in SUMMARY_KEYS},
-            "localization": localization_summary(report["localization"]),
+            "localization": evaluated.localization.summary().to_dict(),
             "checkpoint": str(best),
             "figures": {"attribute_mA": str(chart), "attribute_boxes": str(grid)},
             "evaluation": report,

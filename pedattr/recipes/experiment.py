@@ -38,7 +38,7 @@ from pedattr.data.description import load_description
 from pedattr.engine.config import TrainConfig, apply_overrides, check_values, read_config_file
 from pedattr.engine.distributed import DistributedContext
 from pedattr.engine.training import RunPaths, Trainer, claimed_folder, model_config
-from pedattr.evaluation.evaluate import evaluate_checkpoint, localization_summary
+from pedattr.evaluation.evaluate import checkpoint_report
 from pedattr.models.complexity import FLOP_CONVENTION, count_flops, count_parameters
 from pedattr.utils.device import resolve_device
 from pedattr.utils.io import atomic_write_text, make_folder
@@ -240,7 +240,7 @@ def run_localization(config: TrainConfig, checkpoint: Path) -> dict:
     cached = Path(config.run.out) / "localization.json"
     if cached.is_file():
         return json.loads(cached.read_text(encoding="utf-8"))
-    report = evaluate_checkpoint(
+    report = checkpoint_report(
         checkpoint,
         config.data.root,
         split="test",
@@ -250,7 +250,7 @@ def run_localization(config: TrainConfig, checkpoint: Path) -> dict:
         localization=True,
         part_regions=config.data.part_regions,
     )
-    summary = localization_summary(report["localization"])
+    summary = report.localization.summary().to_dict()
     atomic_write_text(cached, json.dumps(json_safe(summary), indent=2))
     return summary
 
