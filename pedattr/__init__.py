@@ -11,7 +11,7 @@ from pedattr._version import __version__
 # does not pay for torch until a model is needed.
 _LAZY = {
     "build_model": "pedattr.models.model",
-    "ModelConfig": "pedattr.models.model",
+    "ModelConfig": "pedattr.models.config",
     "ModelOutput": "pedattr.models.model",
     "load_model": "pedattr.checkpoint.format",
     "save_checkpoint": "pedattr.checkpoint.format",

@@ -9,6 +9,7 @@ import math
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -167,24 +168,34 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_summary(subparsers: argparse._SubParsersAction) -> None:
+    # The choices and defaults are ModelConfig's (pedattr.models.config, read without torch);
+    # the sides' upper bound is checked with the model.* settings.
+    from pedattr.models.config import ARCHS, ModelConfig, option_help, option_usage
+
+    side = _positive_int
+    default = ModelConfig.__dataclass_fields__
+    height, width = default["input_size"].default
     p = subparsers.add_parser(
         "summary",
         help="parameter count and FLOPs of a model",
-        description="Print a model's parameter count and FLOPs at the given input size. FLOPs "
-        "are counted by torch.utils.flop_counter, where one multiply-add is 2 FLOPs; the "
-        "multiply-add count (GMACs) is printed too. Any model setting of `pedattr train` can be "
-        "given as model.KEY=VALUE (e.g. model.head=parts model.levels=top), or a checkpoint's "
-        "model measured with --checkpoint.",
+        description=textwrap.fill(
+            "Print a model's parameter count and FLOPs at the given input size. FLOPs are "
+            "counted by torch.utils.flop_counter, where one multiply-add is 2 FLOPs; the "
+            "multiply-add count (GMACs) is printed too. Any model setting of `pedattr train` "
+            "can be given as model.KEY=VALUE (e.g. model.head=parts model.levels=top), or a "
+            "checkpoint's model measured with --checkpoint."
+        ),
+        epilog=f"model settings (as in a config's model: section):\n{option_usage()}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", choices=("alm", "baseline"), default="alm", help="architecture")
-    p.add_argument(
-        "--backbone", default="bninception", help="bninception, timm:NAME, torchvision:NAME"
-    )
+    arch, backbone = default["arch"].default, default["backbone"].default
+    p.add_argument("--model", choices=ARCHS, default=arch, help=f"architecture (default {arch})")
+    p.add_argument("--backbone", default=backbone, help=option_help("backbone"))
     p.add_argument(
         "--num-attrs", type=_positive_int, default=51, help="number of attributes (default 51, RAP)"
     )
-    p.add_argument("--height", type=_positive_int, default=256, help="input height (default 256)")
-    p.add_argument("--width", type=_positive_int, default=128, help="input width (default 128)")
+    p.add_argument("--height", type=side, default=height, help=f"input height (default {height})")
+    p.add_argument("--width", type=side, default=width, help=f"input width (default {width})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument(
         "--checkpoint",

@@ -22,10 +22,8 @@ from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 
 from pedattr._version import __version__
-from pedattr.models.alm import BOX_POOLINGS, PADDING_MODES
-from pedattr.models.model import AttributeModel, ModelConfig, build_from_config
-from pedattr.models.normalization import NORMALIZATIONS
-from pedattr.models.pyramid import UPSAMPLE_MODES
+from pedattr.models.config import ModelConfig, option_problem
+from pedattr.models.model import AttributeModel, build_from_config
 from pedattr.models.weight_files import state_dict_mismatch
 from pedattr.utils.io import atomic_write
 from pedattr.utils.json import json_safe
@@ -36,17 +34,6 @@ METADATA_KEY = "pedattr"
 #: Deepest nesting of lists and objects accepted in the metadata: pedattr writes at most a few
 #: levels; the bound keeps a crafted header from exhausting the stack (RecursionError).
 MAX_METADATA_DEPTH = 32
-#: Largest sizes accepted from a checkpoint's model configuration, far above any pedestrian
-#: model, so that a crafted header cannot make the model builder allocate gigabytes.
-MAX_PYRAMID_DIM = 8192
-MAX_INPUT_SIDE = 8192
-#: Model configuration choices that ModelConfig itself leaves to the modules it builds.
-_MODULE_CHOICES = {
-    "normalization": tuple(sorted(NORMALIZATIONS)),
-    "upsample": UPSAMPLE_MODES,
-    "box_pooling": BOX_POOLINGS,
-    "padding_mode": PADDING_MODES,
-}
 
 
 class CheckpointError(ValueError):
@@ -169,47 +156,18 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _check_model_entry(key: str, value: Any, default: Any) -> str | None:
-    """What is wrong with one model configuration entry, judged by its default's type."""
-    if isinstance(default, bool):
-        return None if isinstance(value, bool) else "must be true or false"
-    if isinstance(default, int):  # pyramid_dim, the only whole-number entry
-        if not _is_int(value) or not 1 <= value <= MAX_PYRAMID_DIM:
-            return f"must be a whole number from 1 to {MAX_PYRAMID_DIM}"
-        return None
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            return "must be a string"
-        choices = _MODULE_CHOICES.get(key)
-        if choices is not None and value not in choices:
-            return f"must be one of {list(choices)}"
-        return None
-    if key == "input_size":
-        sides_ok = isinstance(value, list) and len(value) == 2
-        if not sides_ok or not all(_is_int(s) and 1 <= s <= MAX_INPUT_SIDE for s in value):
-            return f"must be [height, width], whole numbers from 1 to {MAX_INPUT_SIDE}"
-        return None
-    if key == "attribute_names":
-        if not isinstance(value, list) or not value:
-            return "must be a non-empty list of names"
-        if not all(isinstance(name, str) and name for name in value):
-            return "must hold non-empty strings only"
-        return None
-    return None
-
-
 def _check_model_config(data: Any) -> None:
-    """Raise ValueError naming the first model configuration entry of the wrong type or size."""
+    """Raise ValueError naming the first model configuration entry of the wrong type, size or
+    choice, judged by the option's declaration (:mod:`pedattr.models.config`)."""
     if not isinstance(data, dict):
         raise ValueError(f"'model' is a JSON {_json_type(data)}, not an object")
-    defaults = {f.name: f.default for f in fields(ModelConfig)}
-    unknown = sorted(set(data) - set(defaults))
+    unknown = sorted(set(data) - {f.name for f in fields(ModelConfig)})
     if unknown:
         raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
     if "attribute_names" not in data:
         raise ValueError("'model' has no attribute_names")
     for key, value in data.items():
-        problem = _check_model_entry(key, value, defaults[key])
+        problem = option_problem(key, value)
         if problem:
             raise ValueError(f"model.{key} {problem}, found {json.dumps(value)[:80]}")
 

@@ -17,45 +17,48 @@ import os
 import types
 import typing
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from pedattr.models.config import ModelConfig, option_problem, option_types
 
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the key and its source."""
 
 
-@dataclass
-class ModelSection:
-    """The network; every field but ``pretrained`` goes into the checkpoint's ModelConfig."""
+#: ModelConfig fields that a config does not set: the attribute names come from the dataset.
+_FROM_DATA = ("attribute_names",)
+#: The one model setting that is not a ModelConfig field: where the backbone's weights are.
+_PRETRAINED = {"help": "local ImageNet weights for the backbone (nothing is downloaded)"}
 
-    arch: Literal["alm", "baseline"] = "alm"
-    backbone: str = "bninception"
-    #: Local ImageNet weights for the backbone (nothing is downloaded).
-    pretrained: str | None = None
-    normalization: Literal["imagenet", "caffe"] = "imagenet"
-    input_size: tuple[int, int] = (256, 128)
-    pyramid_dim: int = 256
-    upsample: Literal["bilinear", "nearest"] = "bilinear"
-    box_pooling: Literal["avg", "max"] = "avg"
-    padding_mode: Literal["border", "zeros"] = "border"
-    align_corners: bool = True
-    fusion: Literal["max", "mean"] = "max"
-    #: The variants of the paper's Tables 1 and 2 (docs/experiments.md).
-    levels: Literal["all", "top"] = "all"
-    top_down: Literal["concat", "add", "none"] = "concat"
-    channel_attention: bool = True
-    head: Literal["alm", "gap", "attention", "parts"] = "alm"
-    #: "zero": the ALM box regressors start at zero, so every box starts as the central one
-    #: (s = 0.5, t = 0; with evidence centres only s starts at 0.5); "default" is PyTorch's init,
-    #: as in the authors' code.
-    box_init: Literal["default", "zero"] = "default"
-    #: "evidence" (not in the paper): each ALM box is centred where its attribute's activation
-    #: map peaks (a soft-argmax) and the regressor predicts only its size; "regressed" is eq. 3.
-    box_centre: Literal["regressed", "evidence"] = "regressed"
+
+def model_section(config_class: type = ModelConfig) -> type:
+    """The ``model:`` section's dataclass, made from the fields of ``config_class`` (their
+    types, defaults and help; ModelConfig declares the options) plus ``pretrained``."""
+    hints = option_types(config_class)
+    specs: list[tuple[str, Any, Any]] = []
+    for item in fields(config_class):
+        if item.name in _FROM_DATA:
+            continue
+        option = field(default=item.default, metadata=item.metadata)
+        specs.append((item.name, hints[item.name], option))
+        if item.name == "backbone":
+            specs.append(("pretrained", str | None, field(default=None, metadata=_PRETRAINED)))
+    # config_class (not a field) tells check_values whose declarations judge the values.
+    section = make_dataclass("ModelSection", specs, namespace={"config_class": config_class})
+    section.__module__ = __name__  # so that it pickles, like the other sections
+    section.__doc__ = (
+        "The network: every ModelConfig field but the attribute names (pedattr.models.config "
+        "declares them), plus ``pretrained``, which is not part of the checkpoint."
+    )
+    return section
+
+
+ModelSection = model_section()
 
 
 @dataclass
@@ -321,9 +324,12 @@ def check_values(config: TrainConfig, source: str, overrides: Sequence[str] = ()
     require(0 <= failed <= 1, "data.max_failed_fraction", "in [0, 1]", failed)
     require(run.checkpoint_every >= 0, "run.checkpoint_every", ">= 0", run.checkpoint_every)
     require(run.eval_batch_size >= 1, "run.eval_batch_size", "at least 1", run.eval_batch_size)
-    size = model.input_size
-    require(min(size) >= 1, "model.input_size", "positive", list(size))
-    require(model.pyramid_dim >= 1, "model.pyramid_dim", "at least 1", model.pyramid_dim)
+    # The model's ranges (and choices) as ModelConfig declares them, in its words.
+    for name, value in architecture(model).items():
+        problem = option_problem(name, value, model.config_class)
+        if problem:
+            key = f"model.{name}"
+            raise ConfigError(f"{blamed.get(key, source)}: {key}: {problem}, got {_plain(value)!r}")
 
 
 def override_sources(overrides: Sequence[str]) -> dict[str, str]:

@@ -54,12 +54,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pedattr.models.config import BOX_CENTRES, BOX_INITS, BOX_POOLINGS, PADDING_MODES
 from pedattr.models.pyramid import Level, ResizedMap, level_maps
 
-BOX_POOLINGS = ("avg", "max")
-PADDING_MODES = ("border", "zeros")
-BOX_INITS = ("default", "zero")
-BOX_CENTRES = ("regressed", "evidence")
+__all__ = ["BOX_CENTRES", "BOX_INITS", "BOX_POOLINGS", "PADDING_MODES", "AttributeLocalization"]
 #: Temperature of the soft-argmax that centres evidence boxes, on activation maps standardised
 #: over their cells. Chosen on the demo's validation split among values from 0.1 to 1.0; at 1.0
 #: the centre drifts to the map's middle (docs/model.md, "How the design was chosen").

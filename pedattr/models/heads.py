@@ -39,9 +39,6 @@ from pedattr.data.part_regions import BODY_PARTS, DEFAULT_PART_BOXES, WHOLE_IMAG
 from pedattr.models.alm import channel_combinations, level_mean, normalize_coords
 from pedattr.models.pyramid import Level, ResizedMap, dense_level, level_maps
 
-#: Values of ``ModelConfig.head``: the ALM (the paper's) and the heads here.
-HEADS = ("alm", "gap", "attention", "parts")
-
 
 def channel_mean(parts: Sequence[ResizedMap]) -> Tensor:
     """Cross-channel average of a level, [B, 1, H, W]; each map is averaged before resizing."""

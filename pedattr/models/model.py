@@ -7,95 +7,29 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
 from pedattr.data.part_regions import region_indices
-from pedattr.models.alm import BOX_CENTRES, BOX_INITS, AttributeLocalization
+from pedattr.models.alm import AttributeLocalization
 from pedattr.models.backbones import build_backbone
-from pedattr.models.heads import HEADS, AttentionMaskHead, GlobalPoolingHead, RigidPartHead
+from pedattr.models.config import ModelConfig
+from pedattr.models.heads import AttentionMaskHead, GlobalPoolingHead, RigidPartHead
 from pedattr.models.normalization import InputNormalization
-from pedattr.models.pyramid import TOP_DOWN_MODES, FeaturePyramid
+from pedattr.models.pyramid import FeaturePyramid
 
-ARCHS = ("alm", "baseline")
-FUSIONS = ("max", "mean")
-#: Which pyramid levels carry a head: all three, or only the top one (5b; Table 1, row 2).
-LEVEL_CHOICES = ("all", "top")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild a model; a checkpoint stores it next to the weights.
-
-    Defaults follow the authors' released code: bilinear top-down upsampling,
-    average-pooled box regression, border padding and the align_corners=True grid of the
-    PyTorch they trained with; ImageNet RGB normalisation; max voting over the four branches.
-
-    ``levels``, ``top_down``, ``channel_attention`` and ``head`` describe the variants of the
-    paper's Tables 1 and 2 (docs/experiments.md); their defaults are the paper's final model,
-    so a configuration saved before they existed rebuilds the same network.
-    """
-
-    arch: str = "alm"
-    backbone: str = "bninception"
-    attribute_names: tuple[str, ...] = ()
-    normalization: str = "imagenet"
-    input_size: tuple[int, int] = (256, 128)
-    pyramid_dim: int = 256
-    upsample: str = "bilinear"
-    box_pooling: str = "avg"
-    padding_mode: str = "border"
-    align_corners: bool = True
-    fusion: str = "max"
-    levels: str = "all"
-    top_down: str = "concat"
-    channel_attention: bool = True
-    head: str = "alm"
-    box_init: str = "default"
-    box_centre: str = "regressed"
-
-    def __post_init__(self) -> None:
-        for name, choices in (
-            ("arch", ARCHS),
-            ("fusion", FUSIONS),
-            ("levels", LEVEL_CHOICES),
-            ("top_down", TOP_DOWN_MODES),
-            ("head", HEADS),
-            ("box_init", BOX_INITS),
-            ("box_centre", BOX_CENTRES),
-        ):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
-        if not self.attribute_names:
-            raise ValueError("a model needs at least one attribute name")
-        if len(set(self.attribute_names)) != len(self.attribute_names):
-            raise ValueError("attribute names must be unique")
-        # Normalise sequences so that a config read back from JSON compares equal.
-        object.__setattr__(self, "attribute_names", tuple(self.attribute_names))
-        object.__setattr__(self, "input_size", tuple(int(s) for s in self.input_size))
-
-    @property
-    def num_attrs(self) -> int:
-        return len(self.attribute_names)
-
-    @property
-    def has_boxes(self) -> bool:
-        """Whether the model returns a box per attribute and level (ModelOutput.boxes)."""
-        return self.arch == "alm" and self.head != "gap"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelConfig:
-        """Rebuild from :meth:`to_dict` output; unknown keys are an error that names them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
-        return cls(**data)
+__all__ = [
+    "ALMNet",
+    "AttributeModel",
+    "BaselineNet",
+    "ModelConfig",
+    "ModelOutput",
+    "build_from_config",
+    "build_model",
+    "fuse_logits",
+]
 
 
 @dataclass
@@ -266,9 +200,8 @@ def build_model(
         num_attrs: number of attributes when no names are given (names become attr_00, ...).
         attribute_names: the attributes, in output order.
         pretrained: local file with ImageNet weights for the backbone; nothing is downloaded.
-        **options: any other :class:`ModelConfig` field (normalization, input_size, pyramid_dim,
-            upsample, box_pooling, padding_mode, align_corners, fusion, levels, top_down,
-            channel_attention, head, box_init, box_centre).
+        **options: any other :class:`~pedattr.models.config.ModelConfig` field (the options
+            are declared there, each with its choices or range and its help).
 
     Examples:
         >>> model = build_model("alm", backbone="bninception", num_attrs=51)

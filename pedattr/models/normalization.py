@@ -8,26 +8,15 @@ feeds ImageNet-normalised RGB instead and fine-tunes through the mismatch ("imag
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 from torch import Tensor, nn
 
+# The table of normalisations is the choice list of ModelConfig.normalization, declared with it.
+from pedattr.models.config import NORMALIZATIONS, NormalizationSpec
 
-@dataclass(frozen=True)
-class NormalizationSpec:
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    bgr: bool = False
-    scale: float = 1.0
-
-
-NORMALIZATIONS = {
-    "imagenet": NormalizationSpec(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
-    "caffe": NormalizationSpec(
-        mean=(104.0, 117.0, 128.0), std=(1.0, 1.0, 1.0), bgr=True, scale=255.0
-    ),
-}
+__all__ = ["NORMALIZATIONS", "InputNormalization", "NormalizationSpec"]
 
 
 class InputNormalization(nn.Module):

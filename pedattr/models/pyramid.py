@@ -10,10 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-UPSAMPLE_MODES = ("bilinear", "nearest")
-#: How a level takes in the level above it: eq. 1's concatenation (the paper's), FPN's addition,
-#: or not at all (lateral connections only; Table 1's rows before the top-down pathway).
-TOP_DOWN_MODES = ("concat", "add", "none")
+# The choices are declared with the model's options (pedattr.models.config).
+from pedattr.models.config import TOP_DOWN_MODES, UPSAMPLE_MODES
 
 
 def interpolation_matrix(size_in: int, size_out: int, mode: str, like: Tensor) -> Tensor:
