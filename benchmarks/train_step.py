@@ -1,6 +1,6 @@
 """Benchmark: one full training step of the baseline, pedattr's ALM and the authors' ALM design.
 
-A step is what ``pedattr.engine.trainer.train_epoch`` does per batch: forward, deep-supervision
+A step is what ``pedattr.engine.trainer.train_step`` does per batch: forward, deep-supervision
 weighted BCE (``WeightedBCELoss``, authors' weighting) summed over ``branch_logits``, backward and
 an Adam step (lr 1e-4, weight decay 5e-4), on a random batch of B images (default 32 x 3 x 256 x
 128) with M = 51 attributes, BN-Inception backbone, float32, training mode, on the CPU (or

@@ -10,6 +10,7 @@ the holder's pid and command line, which the refusal names. On systems without `
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import socket
@@ -18,12 +19,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pedattr.utils.io import make_folder
+from pedattr.utils.io import make_folder, remove_temporaries
 
 try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None
+
+logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".pedattr.lock"
 
@@ -80,3 +83,15 @@ def locked_run_folder(folder: str | os.PathLike, *, enabled: bool = True) -> Ite
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)  # the kernel releases the lock the same way when the process is killed
+
+
+@contextmanager
+def claimed_folder(root: Path, names: list[str], *, main: bool = True) -> Iterator[None]:
+    """Hold ``root``'s lock for the block, after removing the temporary files of ``names`` that
+    a killed save left there. Only the main process of a distributed job (``main``) locks and
+    writes."""
+    with locked_run_folder(root, enabled=main):
+        if main:
+            for tmp in remove_temporaries(root, names):
+                logger.info("removed %s, left by an interrupted save", tmp)
+        yield
