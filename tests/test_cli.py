@@ -75,6 +75,7 @@ def test_ctrl_c_is_exit_130_with_the_commands_hint(monkeypatch, capsys, argv, ta
     assert capsys.readouterr().err == message
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.name != "posix", reason="signals")
 def test_the_program_ends_by_sigint_when_interrupted() -> None:
     """As Python does on Ctrl-C, so that a shell loop around pedattr stops too."""
@@ -96,6 +97,7 @@ def test_the_program_ends_by_sigint_when_interrupted() -> None:
     assert result.returncode == 2 and result.stderr == "pedattr train: error: no c.yaml\n"
 
 
+@pytest.mark.slow
 def test_python_dash_m_pedattr_is_the_program() -> None:
     """`make demo` runs `python -m pedattr`: the same program as the console script."""
     result = subprocess.run(

@@ -135,6 +135,7 @@ def mutations(meta: dict) -> list[tuple[str, dict | str]]:
     return cases
 
 
+@pytest.mark.slow
 def test_every_metadata_mutation_is_a_one_line_checkpoint_error(valid, tmp_path):
     path, meta, tensors = valid
     meta = {**meta, "extra": {}}
@@ -377,6 +378,7 @@ def _state_cases(meta: dict, tensors: dict[str, torch.Tensor]) -> dict[str, tupl
     return cases
 
 
+@pytest.mark.slow
 def test_every_broken_training_state_is_one_line_naming_file_and_part(state, tmp_path):
     path, meta, tensors = state
     assert _resume(path).epoch == 1  # the unbroken state resumes
@@ -392,6 +394,7 @@ def test_every_broken_training_state_is_one_line_naming_file_and_part(state, tmp
         assert "\n" not in message, message
 
 
+@pytest.mark.slow
 def test_cli_resume_with_a_broken_state_exits_2_naming_the_part(tmp_path, capsys):
     from tests.helpers import tiny_config
 

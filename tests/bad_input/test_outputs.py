@@ -108,6 +108,7 @@ def test_a_full_disk_keeps_the_earlier_training_state(tmp_path: Path, full_disk)
     assert path.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_a_full_disk_keeps_the_earlier_onnx_file(tmp_path: Path, full_disk) -> None:
     from pedattr.inference.export import export_onnx
 
@@ -152,6 +153,7 @@ def test_a_full_disk_keeps_the_whole_earlier_prepared_dataset(
     assert {p.name: p.read_bytes() for p in data.iterdir()} == before
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_predict_and_keeps_the_earlier_json_lines(
     tmp_path: Path, full_disk
 ) -> None:
@@ -278,6 +280,7 @@ sys.exit(main(["export", "--checkpoint", {checkpoint!r}, "--onnx", {onnx!r}, "--
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="resource limits are POSIX")
 def test_a_write_failing_in_the_os_is_one_line_for_checkpoints_and_onnx(tmp_path: Path) -> None:
     """Real write failures, not patched Python: files limited to half a checkpoint's size, so

@@ -24,15 +24,10 @@ from pedattr.engine import training
 from pedattr.engine.runfolder import LOCK_NAME, RunFolderInUse, locked_run_folder
 from pedattr.engine.training import TrainingDiverged, TrainingError, train
 from pedattr.errors import Interrupted
-from tests.helpers import log_records, make_prepared_dataset, tiny_config
+from tests.helpers import log_records, tiny_config
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX locks, signals and FIFOs")
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_prepared_dataset(tmp_path_factory.mktemp("runfolder"))
 
 
 def saved_epoch(run: Path) -> int:
@@ -88,6 +83,7 @@ def test_a_folder_held_by_another_process_is_refused_and_freed_when_it_is_killed
         assert f"pid {os.getpid()} " in (run / LOCK_NAME).read_text()
 
 
+@pytest.mark.slow
 def test_train_resume_and_experiment_refuse_a_held_folder(
     tmp_path: Path, data: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -142,6 +138,7 @@ def test_processes_other_than_the_main_one_take_no_lock(tmp_path: Path) -> None:
 # --- a consistent folder after a kill ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_kill_between_an_epochs_log_line_and_its_state_leaves_each_epoch_logged_once(
     tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -174,6 +171,7 @@ def test_a_kill_between_an_epochs_log_line_and_its_state_leaves_each_epoch_logge
     assert (run / ".notes.tmp").exists()
 
 
+@pytest.mark.slow
 def test_a_log_whose_epochs_no_state_kept_is_started_afresh(tmp_path: Path, data: Path) -> None:
     config = tiny_config(tmp_path, data, optim={"epochs": 1})
     run = tmp_path / "run"
@@ -208,6 +206,7 @@ def signal_during(monkeypatch: pytest.MonkeyPatch, split: str, signum: int) -> N
     monkeypatch.setattr(training.Trainer, "evaluate", evaluate)
 
 
+@pytest.mark.slow
 def test_sigterm_during_the_last_validation_stops_with_the_epoch_saved(
     tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -227,6 +226,7 @@ def test_sigterm_during_the_last_validation_stops_with_the_epoch_saved(
     assert [r["event"] for r in log_records(run)] == ["epoch", "test"]
 
 
+@pytest.mark.slow
 def test_sigterm_during_the_final_test_stops_it_and_resume_runs_it_again(
     tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -243,6 +243,7 @@ def test_sigterm_during_the_final_test_stops_it_and_resume_runs_it_again(
     assert report["test"]["num_samples"] == 16
 
 
+@pytest.mark.slow
 @posix_only
 def test_the_program_ends_by_sigterm_when_sigterm_stops_it() -> None:
     """SIGTERM stops any command as Ctrl-C does, and the program then ends by SIGTERM."""
@@ -272,6 +273,7 @@ def test_sigterm_status_is_143(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     assert capsys.readouterr().err == "pedattr train: interrupted\n"
 
 
+@pytest.mark.slow
 @posix_only
 def test_predict_stopped_by_sigterm_keeps_the_json_lines_written(tmp_path: Path) -> None:
     import pedattr
@@ -315,6 +317,7 @@ def test_predict_stopped_by_sigterm_keeps_the_json_lines_written(tmp_path: Path)
 # --- messages ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_early_divergence_and_a_resume_without_state_say_to_rerun_the_command(
     tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -335,6 +338,7 @@ def test_an_early_divergence_and_a_resume_without_state_say_to_rerun_the_command
     assert report["selected_epoch"] == 1
 
 
+@pytest.mark.slow
 def test_an_early_divergence_in_a_recipe_stage_says_resume_starts_it(
     tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -48,6 +48,7 @@ def test_a_fifo_is_refused_as_an_image(fifo: Path, tmp_path: Path) -> None:
         load_rgb(tmp_path)
 
 
+@pytest.mark.slow
 def test_predict_refuses_a_fifo_in_one_line(fifo: Path, capsys, tmp_path: Path) -> None:
     checkpoint = tmp_path / "model.safetensors"
     pedattr.save_checkpoint(

@@ -124,6 +124,7 @@ def max_differences(
     return [*diffs, (out.logits - fused).abs().max().item()]
 
 
+@pytest.mark.slow
 def test_converted_model_reproduces_authors_logits(authors_logits, authors_file, images, tmp_path):
     out = tmp_path / "converted.safetensors"
     assert main(["convert", str(authors_file), "--out", str(out)]) == 0
@@ -148,6 +149,7 @@ def test_converted_model_reproduces_authors_logits(authors_logits, authors_file,
     assert len(diffs) == 5 and max(diffs) < TOLERANCE, diffs
 
 
+@pytest.mark.slow
 def test_modern_sampling_matches_align_corners_false(
     authors, authors_logits, authors_file, images, tmp_path
 ):
@@ -202,6 +204,7 @@ def test_file_with_pickled_code_is_refused(tmp_path, capsys):
     assert marker.exists()
 
 
+@pytest.mark.slow
 def test_bare_state_dict_without_prefix_gets_pa100k_names(tmp_path):
     torch.manual_seed(2)
     authors = AuthorsALM(len(PA100K_ATTRIBUTES))
@@ -226,6 +229,7 @@ def test_bare_state_dict_without_prefix_gets_pa100k_names(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_missing_key_is_named_with_the_file(authors, tmp_path):
     state = dict(authors.state_dict())
     del state["st_4d.stn_list.2.bias"]
@@ -238,6 +242,7 @@ def test_missing_key_is_named_with_the_file(authors, tmp_path):
     assert not (tmp_path / "out.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_wrong_shape_and_unexpected_keys_are_named(authors):
     state = dict(authors.state_dict())
     state["latlayer_3b.weight"] = torch.zeros(256, 320)

@@ -15,6 +15,7 @@ from pedattr.models.model import ModelConfig
 TINY = dict(backbone="timm:resnet18", input_size=(64, 32), pyramid_dim=32)
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip(tmp_path):
     model = pedattr.build_model(
         "alm",
@@ -64,6 +65,7 @@ def test_checkpoint_from_a_newer_format_is_refused(tmp_path):
         load_checkpoint(path)
 
 
+@pytest.mark.slow
 def test_checkpoint_with_mismatched_weights_is_refused(tmp_path):
     model = pedattr.build_model("baseline", num_attrs=2, **TINY)
     path = tmp_path / "m.safetensors"

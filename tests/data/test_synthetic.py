@@ -89,6 +89,7 @@ def test_attribute_sets_are_consistent():
     assert set(PA100K_TEST_POSITIVE_RATIO) <= set(ATTRIBUTES)
 
 
+@pytest.mark.slow
 def test_priors_follow_pa100k_with_several_rare_attributes(many_labels):
     ratio = dict(zip(ATTRIBUTES, many_labels.mean(axis=0), strict=True))
     assert all(value > 0 for value in ratio.values())
@@ -100,6 +101,7 @@ def test_priors_follow_pa100k_with_several_rare_attributes(many_labels):
         assert abs(ratio[name] - expected) < 0.05, (name, ratio[name], expected)
 
 
+@pytest.mark.slow
 def test_mutual_exclusions_and_co_occurrence_hold(many_labels):
     def count(names) -> np.ndarray:
         return many_labels[:, [column(n) for n in names]].sum(axis=1)
@@ -164,6 +166,7 @@ def _extent_iou(xs: np.ndarray, ys: np.ndarray, box) -> float:
     return inter / (area - inter)
 
 
+@pytest.mark.slow
 def test_an_attributes_evidence_lies_inside_its_box_and_fills_it():
     """Render each scene with one attribute on and off: the pixels that change are the
     attribute's evidence, so they must lie in its box; for compact items they also span it."""
@@ -197,6 +200,7 @@ def test_a_shifted_box_would_be_caught():
     assert not _inside(xs, ys, (x0, y0 + 3, x1, y1 + 3)).all()
 
 
+@pytest.mark.slow
 def test_occluders_leave_most_of_every_attribute_visible():
     occluded = 0
     for k in range(300):
@@ -223,6 +227,7 @@ def small_dataset(tmp_path_factory):
     return write_synthetic_dataset(tmp_path_factory.mktemp("synthetic") / "data", **SMALL)
 
 
+@pytest.mark.slow
 def test_dataset_loads_with_splits_labels_boxes_and_images(small_dataset):
     data = DatasetDescription.load(small_dataset)
     assert data.attribute_names == list(ATTRIBUTES)
@@ -242,6 +247,7 @@ def test_dataset_loads_with_splits_labels_boxes_and_images(small_dataset):
             np.testing.assert_allclose(box, sample.boxes[name], atol=1e-3)
 
 
+@pytest.mark.slow
 def test_second_call_reuses_the_dataset(small_dataset, monkeypatch):
     files = [small_dataset / "dataset.json", small_dataset / "images" / "000000.png"]
     before = [path.stat().st_mtime_ns for path in files]
@@ -254,6 +260,7 @@ def test_second_call_reuses_the_dataset(small_dataset, monkeypatch):
     assert [path.stat().st_mtime_ns for path in files] == before
 
 
+@pytest.mark.slow
 def test_changed_parameters_regenerate(tmp_path):
     out = tmp_path / "data"
     first = dict(SMALL, num_val=0, num_test=10)
@@ -265,6 +272,7 @@ def test_changed_parameters_regenerate(tmp_path):
     assert not np.array_equal(data.labels, labels)
 
 
+@pytest.mark.slow
 def test_interrupted_regeneration_never_looks_finished(tmp_path, monkeypatch):
     out = tmp_path / "data"
     write_synthetic_dataset(out, **dict(SMALL, num_val=0, num_test=0))
@@ -283,6 +291,7 @@ def test_interrupted_regeneration_never_looks_finished(tmp_path, monkeypatch):
     assert not (out / "dataset.json").exists()
 
 
+@pytest.mark.slow
 def test_parallel_workers_write_the_same_files(tmp_path):
     params = dict(SMALL, num_train=120, num_val=0, num_test=0)
     serial = write_synthetic_dataset(tmp_path / "serial", **params)

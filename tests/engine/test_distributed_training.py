@@ -85,6 +85,7 @@ def is_statistic(key: str) -> bool:
     return key.endswith(("running_mean", "running_var", "num_batches_tracked"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_two_processes_train_what_one_process_trains(
     tmp_path: Path, data: Path, backbone: str
@@ -135,6 +136,7 @@ def test_two_processes_train_what_one_process_trains(
 # --- the conversion ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", [*BACKBONES, "timm:test_resnet"])
 def test_every_batch_norm_is_synchronised_and_keeps_its_state(backbone: str) -> None:
     with default_dtype(torch.float64):

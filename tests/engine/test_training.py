@@ -44,11 +44,6 @@ from tests.helpers import (
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_prepared_dataset(tmp_path_factory.mktemp("train"))
-
-
 # --- configs ------------------------------------------------------------------------------------
 
 
@@ -130,6 +125,7 @@ def test_base_files_chain_and_loops_are_refused(tmp_path: Path) -> None:
 # --- a short run ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_short_training_lowers_the_loss_and_writes_the_run(tmp_path: Path, data: Path) -> None:
     config = tiny_config(tmp_path, data, optim={"epochs": 4, "lr_step": 10})
     (report,) = train(config)
@@ -163,6 +159,7 @@ def test_short_training_lowers_the_loss_and_writes_the_run(tmp_path: Path, data:
     assert report["test"]["mA"] == pytest.approx(expected["mA"])
 
 
+@pytest.mark.slow
 def test_a_second_start_in_the_same_folder_is_refused(tmp_path: Path, data: Path) -> None:
     config = tiny_config(tmp_path, data, optim={"epochs": 1})
     train(config)
@@ -187,6 +184,7 @@ def interrupt_at(monkeypatch: pytest.MonkeyPatch, step: int) -> None:
     monkeypatch.setattr(training, "train_step", step_then_interrupt)
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(
     tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -223,6 +221,7 @@ def read_global_step(state: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_killed_process_resumes_to_the_same_weights(tmp_path: Path, data: Path) -> None:
     """SIGKILL gives no chance to save: the periodic state must be enough."""
     whole = tiny_config(tmp_path / "whole", data, optim={"epochs": 3})
@@ -273,6 +272,7 @@ def test_init_from_copies_the_baseline_backbone(tmp_path: Path) -> None:
         training.initialize_from_checkpoint(alm, tmp_path / "other.safetensors")
 
 
+@pytest.mark.slow
 def test_recipe_runs_both_stages_and_resume_skips_finished_ones(tmp_path: Path, data: Path) -> None:
     config = tiny_config(tmp_path, data, optim={"epochs": 1})
     recipe = yaml.safe_load(config.read_text())
@@ -292,6 +292,7 @@ def test_recipe_runs_both_stages_and_resume_skips_finished_ones(tmp_path: Path, 
 # --- validation split -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dataset_without_val_gets_a_seeded_held_out_subset(tmp_path: Path) -> None:
     data = make_prepared_dataset(tmp_path, {"train": 40, "test": 8}, seed=3)
     description = training.load_description(data)
@@ -319,6 +320,7 @@ def test_dataset_without_val_gets_a_seeded_held_out_subset(tmp_path: Path) -> No
 # --- failures ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
     tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -340,6 +342,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(
     assert all(torch.isfinite(t).all() for t in last.state_dict.values())
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_dataset_with_other_attributes(tmp_path: Path, data: Path) -> None:
     config = tiny_config(tmp_path, data, optim={"epochs": 1})
     train(config)
@@ -366,6 +369,7 @@ def test_missing_data_folder_is_one_clear_error(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_bf16_autocast_and_channels_last_train_on_the_cpu(tmp_path: Path, data: Path) -> None:
     config = tiny_config(
         tmp_path, data, optim={"epochs": 1}, run={"amp": "bf16", "channels_last": True}
@@ -389,6 +393,7 @@ def test_cpu_sync_batchnorm_is_batchnorm_when_alone() -> None:
     assert torch.allclose(plain.running_var, synced.running_var)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_equal_one_process_with_the_global_batch(
     tmp_path: Path, data: Path
 ) -> None:
@@ -439,6 +444,7 @@ def test_cuda_amp_channels_last_run(tmp_path: Path, data: Path, box_centre: str)
     assert np.isfinite(report["test"]["mA"])
 
 
+@pytest.mark.slow
 def test_resume_from_another_directory_continues_in_the_given_folder(
     tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -482,6 +488,7 @@ def test_values_out_of_range_are_named(
         train(tiny_config(tmp_path, data), [override])
 
 
+@pytest.mark.slow
 def test_evidence_centred_boxes_train_and_every_parameter_gets_a_gradient(
     tmp_path: Path, data: Path
 ) -> None:
@@ -497,6 +504,7 @@ def test_evidence_centred_boxes_train_and_every_parameter_gets_a_gradient(
     assert [name for name, p in model.named_parameters() if p.grad is None] == []
 
 
+@pytest.mark.slow
 def test_box_regressors_learn_at_the_scaled_rate(tmp_path: Path, data: Path) -> None:
     config = tiny_config(tmp_path, data, optim={"epochs": 1, "lr": 1e-3, "box_lr_scale": 0.1})
     train(config)
@@ -543,6 +551,7 @@ def set_in_run_config(run: Path, section: str, key: str, value) -> None:
     path.write_text(yaml.safe_dump(config))
 
 
+@pytest.mark.slow
 def test_resume_takes_the_box_rate_from_the_config_and_reads_older_states(
     tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -599,6 +608,7 @@ def test_cpu_sync_batchnorm_in_a_process_group_matches_batchnorm() -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_eval_on_val_of_a_carved_run_uses_the_held_out_images(tmp_path: Path) -> None:
     from pedattr.evaluation.evaluate import evaluate_checkpoint
 

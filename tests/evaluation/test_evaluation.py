@@ -131,6 +131,7 @@ def assert_metrics_close(actual: dict, expected: dict) -> None:
 # --- evaluation -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_evaluate_checkpoint_equals_independent_forward_and_metrics(setup: dict) -> None:
     images, labels = read_split(setup["data"], "test")
     assert tuple(images.shape[2:]) == TINY_MODEL["input_size"]  # no resize in the oracle
@@ -149,6 +150,7 @@ def test_evaluate_checkpoint_equals_independent_forward_and_metrics(setup: dict)
     assert "TopPatch" in format_report(report)
 
 
+@pytest.mark.slow
 def test_predict_loader_skips_unreadable_images_and_autocasts(tmp_path: Path, setup: dict) -> None:
     data = make_prepared_dataset(tmp_path, {"train": 4, "test": 8}, seed=3)
     images, labels = read_split(data, "test")
@@ -547,6 +549,7 @@ def test_cli_eval_bad_plot_extension_fails_before_evaluating(setup: dict, tmp_pa
     assert "chart.xyz" in captured.err and "mA" not in captured.out
 
 
+@pytest.mark.slow
 def test_plot_handles_51_attributes_and_undefined_values(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     names = [f"attribute-{i:02d}" for i in range(51)]

@@ -191,6 +191,7 @@ def assert_close(found, expected, where: str = "") -> None:
         assert found == expected, where
 
 
+@pytest.mark.slow
 def test_localization_evaluator_whatever_the_batches_equals_the_report(boxed) -> None:
     model, description = boxed["model"], DatasetDescription.load(boxed["data"])
 
@@ -230,6 +231,7 @@ def test_localization_evaluator_checks_before_any_forward(boxed, tmp_path: Path)
         LocalizationEvaluator(baseline, description, source="base.safetensors")
 
 
+@pytest.mark.slow
 def test_checkpoint_report_is_what_evaluate_checkpoint_returns(boxed) -> None:
     options = dict(split="test", batch_size=4, localization=True, tolerance=1.0)
     report = checkpoint_report(boxed["checkpoint"], boxed["data"], **options)

@@ -78,6 +78,7 @@ def _assert_close(outputs, expected) -> None:
         np.testing.assert_allclose(got, want.numpy(), atol=TOLERANCE, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["alm", "baseline"])
 @pytest.mark.parametrize("batch", [1, 4])
 def test_onnxruntime_matches_pytorch_at_any_batch(checkpoints, exported, arch, batch):
@@ -92,6 +93,7 @@ def test_onnxruntime_matches_pytorch_at_any_batch(checkpoints, exported, arch, b
         assert outputs[2].shape == (batch, 4, len(LEARNABLE_ATTRIBUTES))
 
 
+@pytest.mark.slow
 def test_graph_declares_names_and_shapes(exported):
     description = export_module.describe_onnx(exported["alm"])
     assert [v["name"] for v in description["inputs"]] == ["images"]
@@ -123,6 +125,7 @@ def test_metadata_round_trip(checkpoints, exported):
     assert list(baseline["outputs"]) == ["probabilities"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("box_centre", ["regressed", "evidence"])
 def test_lowest_supported_opset_matches(tmp_path, box_centre):
     model = _build("alm", box_centre=box_centre)
@@ -131,6 +134,7 @@ def test_lowest_supported_opset_matches(tmp_path, box_centre):
     _assert_close(onnxruntime_outputs(path, images), _pytorch_outputs(model, images))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("box_centre", ["regressed", "evidence"])
 def test_every_alm_option_and_uint8_input(tmp_path, box_centre):
     model = _build("alm", **OTHER_OPTIONS, box_centre=box_centre)
@@ -141,6 +145,7 @@ def test_every_alm_option_and_uint8_input(tmp_path, box_centre):
     assert read_onnx_metadata(path)["input"]["range"] == [0, 255]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["attention", "parts", "gap"])
 def test_table2_heads_export_with_a_dynamic_batch(tmp_path, head):
     model = _build("alm", head=head)
@@ -149,6 +154,7 @@ def test_table2_heads_export_with_a_dynamic_batch(tmp_path, head):
     _assert_close(onnxruntime_outputs(path, images), _pytorch_outputs(model, images))
 
 
+@pytest.mark.slow
 def test_export_leaves_the_callers_model_alone(tmp_path):
     model = _build("alm").train()
     export_onnx(model, tmp_path / "a.onnx", check=False)
@@ -156,6 +162,7 @@ def test_export_leaves_the_callers_model_alone(tmp_path):
     assert "parity" not in read_onnx_metadata(tmp_path / "a.onnx")
 
 
+@pytest.mark.slow
 def test_parity_failure_is_a_clear_error(tmp_path, monkeypatch):
     def perturbed(model_bytes, images):
         return [output + 1e-3 for output in onnxruntime_outputs(model_bytes, images)]
@@ -177,6 +184,7 @@ def test_bad_arguments_are_refused(tmp_path, checkpoints):
         export_onnx(tmp_path / "missing.safetensors", tmp_path / "x.onnx")
 
 
+@pytest.mark.slow
 def test_cli_exports_and_reports(checkpoints, tmp_path, capsys):
     out = tmp_path / "cli" / "alm.onnx"
     pt2 = tmp_path / "cli" / "alm.pt2"
@@ -212,6 +220,7 @@ def test_cli_needs_an_output(checkpoints, capsys):
     assert "nothing to write" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("box_centre", ["regressed", "evidence"])
 def test_exported_program_matches_at_any_batch(checkpoints, tmp_path, box_centre):
     checkpoint = checkpoints["alm"]
@@ -233,6 +242,7 @@ def test_exported_program_matches_at_any_batch(checkpoints, tmp_path, box_centre
         _assert_close(outputs, _pytorch_outputs(model, images))
 
 
+@pytest.mark.slow
 def test_opencv_dnn_runs_the_graph(exported, checkpoints, tmp_path):
     """OpenCV DNN: the dynamic graph at batch 1, and a graph with a fixed batch of 3."""
     cv2 = pytest.importorskip("cv2")
@@ -252,6 +262,7 @@ def _assert_opencv_matches(cv2, path: Path, model, batch: int, names: list[str])
     _assert_close(list(net.forward(names)), _pytorch_outputs(model, images))
 
 
+@pytest.mark.slow
 def test_opencv_dnn_runs_the_attention_head_at_batch_1(tmp_path):
     cv2 = pytest.importorskip("cv2")
     model = _build("alm", head="attention")
@@ -260,6 +271,7 @@ def test_opencv_dnn_runs_the_attention_head_at_batch_1(tmp_path):
     _assert_opencv_matches(cv2, path, model, 1, names)
 
 
+@pytest.mark.slow
 def test_bninception_alm_exports_with_parity(tmp_path):
     """The paper's network (BN-Inception, 51 attributes) at a small input size."""
     torch.manual_seed(0)

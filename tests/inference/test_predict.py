@@ -127,6 +127,7 @@ def read_jsonl(path: Path) -> list[dict]:
 # --- the API on every input kind --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_every_input_kind_gives_the_forward_pass_probabilities(predictor, model, picture, tmp_path):
     path = tmp_path / "person.png"
     Image.fromarray(picture).save(path)
@@ -156,6 +157,7 @@ def test_every_input_kind_gives_the_forward_pass_probabilities(predictor, model,
     assert predictions[-1].source == "<image 12>"
 
 
+@pytest.mark.slow
 def test_single_inputs_still_return_a_list(predictor, picture):
     for image in (picture, Image.fromarray(picture), torch.from_numpy(picture).permute(2, 0, 1)):
         result = predictor.predict(image)
@@ -163,6 +165,7 @@ def test_single_inputs_still_return_a_list(predictor, picture):
     assert len(predictor.predict(iter([picture, picture]))) == 2  # any iterable
 
 
+@pytest.mark.slow
 def test_grey_sixteen_bit_and_transparent_inputs_follow_the_pipeline_rules(
     predictor, model, tmp_path
 ):
@@ -192,6 +195,7 @@ def test_grey_sixteen_bit_and_transparent_inputs_follow_the_pipeline_rules(
         np.testing.assert_allclose(probs(prediction), expected_rgba, atol=ATOL)
 
 
+@pytest.mark.slow
 def test_exif_orientation_applies_to_paths_and_opened_images(predictor, model, picture, tmp_path):
     path = tmp_path / "rotated.png"
     exif = Image.Exif()
@@ -204,6 +208,7 @@ def test_exif_orientation_applies_to_paths_and_opened_images(predictor, model, p
         np.testing.assert_allclose(probs(prediction), expected, atol=ATOL)
 
 
+@pytest.mark.slow
 def test_probabilities_equal_those_of_the_evaluation_pipeline(model, checkpoint, tmp_path):
     data = make_prepared_dataset(tmp_path, {"test": 6})
     loader = build_loader(data, "test", batch_size=3, train=False, input_size=(64, 32))
@@ -219,6 +224,7 @@ def test_probabilities_equal_those_of_the_evaluation_pipeline(model, checkpoint,
 # --- thresholds, boxes, levels ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_thresholds_default_calibrated_and_given(checkpoint, model, picture):
     default = Predictor.from_checkpoint(checkpoint, device="cpu").predict(picture)[0]
     assert default.attributes == [n for n in NAMES if default.probabilities[n] > 0.5]
@@ -233,6 +239,7 @@ def test_thresholds_default_calibrated_and_given(checkpoint, model, picture):
         Predictor(model, thresholds="calibrated")  # a built model has no stored thresholds
 
 
+@pytest.mark.slow
 def test_boxes_are_image_pixels_from_boxes_to_pixels(predictor, model, picture):
     [prediction] = predictor.predict(picture)
     _, output = forward(model, picture)
@@ -282,6 +289,7 @@ def test_without_peaks_the_predictions_are_the_same_and_peaks_empty(checkpoint, 
     assert without.winning_level == with_peaks.winning_level
 
 
+@pytest.mark.slow
 def test_boxes_scale_with_the_image(predictor, picture):
     """The same picture at twice the size resizes to nearly the same input: boxes double."""
     big = np.repeat(np.repeat(picture, 2, axis=0), 2, axis=1)
@@ -303,6 +311,7 @@ def test_level_names_and_the_baseline():
     assert set(prediction.winning_level.values()) == {GLOBAL_BRANCH}
 
 
+@pytest.mark.slow
 def test_to_dict_is_json(predictor, picture):
     [prediction] = predictor.predict(picture)
     record = json.loads(json.dumps(prediction.to_dict(), allow_nan=False))
@@ -420,6 +429,7 @@ def test_attribute_box_grid_writes_a_png(tmp_path):
 # --- the command ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_the_predictions_made_so_far(capsys, checkpoint, tmp_path, monkeypatch):
     paths = write_images(tmp_path / "images", 5)
     report = command._Run._report
@@ -439,6 +449,7 @@ def test_ctrl_c_keeps_the_predictions_made_so_far(capsys, checkpoint, tmp_path, 
     assert "interrupted after 3 images; wrote" in out
 
 
+@pytest.mark.slow
 def test_cli_files_folders_globs_json_and_overlays(capsys, checkpoint, predictor, tmp_path):
     folder = tmp_path / "crops"
     paths = write_images(folder, 3)
@@ -476,6 +487,7 @@ def test_cli_files_folders_globs_json_and_overlays(capsys, checkpoint, predictor
     assert code == 0 and err == ""
 
 
+@pytest.mark.slow
 def test_cli_no_peaks_leaves_them_out_of_the_json(capsys, checkpoint, tmp_path):
     [path] = write_images(tmp_path / "one", 1)
     records = {}
@@ -488,6 +500,7 @@ def test_cli_no_peaks_leaves_them_out_of_the_json(capsys, checkpoint, tmp_path):
     assert records[True]["probabilities"] == records[False]["probabilities"]
 
 
+@pytest.mark.slow
 def test_cli_bad_inputs_one_line_each_and_the_rest_processed(capsys, checkpoint, tmp_path):
     folder = tmp_path / "mixed"
     [good] = write_images(folder, 1)
@@ -576,6 +589,7 @@ def write_video(path: Path, frames: int = 12, size: tuple[int, int] = (96, 64)) 
     return decoded
 
 
+@pytest.mark.slow
 def test_cli_video_every_nth_frame(capsys, checkpoint, model, tmp_path):
     video = tmp_path / "walk.avi"
     frames = write_video(video)
@@ -592,6 +606,7 @@ def test_cli_video_every_nth_frame(capsys, checkpoint, model, tmp_path):
     assert "walk.avi [frame 5]  " in out
 
 
+@pytest.mark.slow
 def test_cli_video_crops(capsys, checkpoint, model, tmp_path):
     video = tmp_path / "walk.avi"
     frames = write_video(video)

@@ -61,6 +61,7 @@ def _compare(reference, batched, x: torch.Tensor, tol: float = 1e-4) -> None:
         torch.testing.assert_close(batched.se_reduce_weight.grad, ref_se_grad, atol=tol, rtol=tol)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("box_pooling,padding,corners", OPTIONS)
 @pytest.mark.parametrize("channels,height,width", LEVELS)
 def test_batched_alm_matches_reference(channels, height, width, box_pooling, padding, corners):
@@ -69,6 +70,7 @@ def test_batched_alm_matches_reference(channels, height, width, box_pooling, pad
     _compare(reference, batched, x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("box_pooling,padding,corners", OPTIONS)
 def test_batched_alm_matches_reference_in_float32(box_pooling, padding, corners):
     reference, batched = _pair(64, 5, box_pooling, padding, corners, seed=7)
@@ -145,6 +147,7 @@ def test_evidence_centre_passes_no_gradient_and_keeps_scales_learnable():
     assert all(grad.abs().sum() > 0 for grad in scale_grads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("box_pooling,padding,corners", OPTIONS)
 @pytest.mark.parametrize("upsample", ["bilinear", "nearest"])
 @pytest.mark.parametrize("box_centre", BOX_CENTRES)

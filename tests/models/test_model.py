@@ -13,6 +13,7 @@ from pedattr.models.pyramid import FeaturePyramid, ResizedMap, dense_level
 TINY = dict(backbone="timm:resnet18", input_size=(64, 32), pyramid_dim=32)
 
 
+@pytest.mark.slow
 def test_alm_output_shapes_and_max_fusion():
     model = pedattr.build_model("alm", num_attrs=5, **TINY).eval()
     with torch.no_grad():
@@ -30,6 +31,7 @@ def test_mean_fusion_option():
     torch.testing.assert_close(fuse_logits(branches, "max"), torch.tensor([[3.0, 0.0]]))
 
 
+@pytest.mark.slow
 def test_baseline_has_one_branch_and_no_boxes():
     model = pedattr.build_model("baseline", num_attrs=3, **TINY).eval()
     out = model(torch.rand(1, 3, 64, 32))

@@ -35,6 +35,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_demo_writes_data_run_figures_and_report(demo: Path) -> None:
     report = json.loads((demo / "report.json").read_text())
     assert report["splits"] == {"train": 160, "val": 24, "test": 24}
@@ -56,6 +57,7 @@ def test_demo_writes_data_run_figures_and_report(demo: Path) -> None:
     assert (demo / "run" / "log.jsonl").is_file()
 
 
+@pytest.mark.slow
 def test_second_demo_reuses_the_data_and_replaces_the_run(demo: Path) -> None:
     image = demo / "data" / "images" / "000000.png"
     stamp = image.stat().st_mtime_ns
@@ -72,6 +74,7 @@ def _cell_to_pixel(u: np.ndarray, cells: int, stride: float) -> np.ndarray:
     return (j + 0.5) * stride  # centre of that cell's receptive field, pixels span [0, W]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tolerance", [0, 3])
 def test_eval_localization_matches_a_hand_computation(demo: Path, capsys, tolerance) -> None:
     checkpoint = demo / "run" / "best.safetensors"
@@ -156,6 +159,7 @@ def test_eval_localization_matches_a_hand_computation(demo: Path, capsys, tolera
     assert checked >= 3
 
 
+@pytest.mark.slow
 def test_eval_tolerance_is_checked_before_predicting(demo: Path, capsys) -> None:
     args = ["eval", "--checkpoint", str(demo / "missing.safetensors"), "--data", str(demo)]
     assert main([*args, "--localization", "--tolerance", "-1"]) == 2

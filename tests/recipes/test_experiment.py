@@ -94,6 +94,7 @@ def test_row_configs_hold_the_rows_settings(table: str, name: str) -> None:
     assert (config.optim.epochs, config.optim.lr_step, config.loss.weighting) == (30, 10, "authors")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("table", "name"), ROWS)
 def test_every_row_trains_a_step_with_every_parameter(table: str, name: str) -> None:
     config = row_config(table, name)
@@ -116,6 +117,7 @@ def test_every_row_trains_a_step_with_every_parameter(table: str, name: str) -> 
         assert output.boxes.shape == (4, branches - 1, 3, 4)
 
 
+@pytest.mark.slow
 def test_fused_supervision_is_the_loss_of_the_fused_logits() -> None:
     model = pedattr.build_model("alm", num_attrs=3, fusion="mean", **TINY_MODEL).eval()
     images, labels = torch.rand(2, 3, 64, 32), torch.tensor([[1.0, 0, 1], [0, 1, 0]])
@@ -131,6 +133,7 @@ def test_fused_supervision_is_the_loss_of_the_fused_logits() -> None:
     torch.testing.assert_close(deep, branch_sum)
 
 
+@pytest.mark.slow
 def test_default_config_is_the_paper_model_and_reads_old_configs() -> None:
     old = {k: v for k, v in ModelConfig(attribute_names=("a",)).to_dict().items()}
     for key in ("levels", "top_down", "channel_attention", "head"):
@@ -184,6 +187,7 @@ def test_head_parameter_counts_match_the_formulas() -> None:
         )
 
 
+@pytest.mark.slow
 def test_single_level_and_top_down_variants_have_the_expected_levels() -> None:
     single = pedattr.build_model("alm", num_attrs=2, levels="top", **TINY_MODEL)
     assert len(single.pyramid.laterals) == 1 and single.pyramid.out_channels == [16]
@@ -421,6 +425,7 @@ def test_dataset_flips_part_boxes_with_the_image(learnable: Path) -> None:
     assert batch.part_boxes.shape == (4, 3, 4)
 
 
+@pytest.mark.slow
 def test_rigid_parts_train_with_a_keypoint_file(
     tmp_path: Path, learnable: Path, monkeypatch
 ) -> None:
@@ -466,6 +471,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_experiment_trains_rows_writes_the_table_and_skips_finished_runs(
     tmp_path: Path, generated: Path, capsys
 ) -> None:
@@ -507,6 +513,7 @@ def test_experiment_trains_rows_writes_the_table_and_skips_finished_runs(
         )
 
 
+@pytest.mark.slow
 def test_an_interrupted_experiment_resumes_where_it_stopped(
     tmp_path: Path, generated: Path, monkeypatch, capsys
 ) -> None:
