@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +115,25 @@ def tiny_config(tmp_path: Path, data_root: Path, **sections: dict) -> Path:
 
 def log_records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def assert_json_close(
+    found: object, expected: object, *, rel: float, abs_: float, where: str = ""
+) -> None:
+    """``found`` has ``expected``'s JSON structure (keys in order, lengths, types) and values;
+    floats within ``rel`` relative or ``abs_`` absolute difference. ``where`` names the place
+    of a difference in the assertion message."""
+    if isinstance(expected, float) and isinstance(found, float):
+        assert math.isclose(found, expected, rel_tol=rel, abs_tol=abs_), where
+        return
+    assert type(found) is type(expected), f"{where}: {type(found)} != {type(expected)}"
+    if isinstance(expected, dict):
+        assert list(found) == list(expected), where
+        for key in expected:
+            assert_json_close(found[key], expected[key], rel=rel, abs_=abs_, where=f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert len(found) == len(expected), where
+        for index, (a, b) in enumerate(zip(found, expected, strict=True)):
+            assert_json_close(a, b, rel=rel, abs_=abs_, where=f"{where}[{index}]")
+    else:
+        assert found == expected, where

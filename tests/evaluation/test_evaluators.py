@@ -8,7 +8,6 @@ golden files in tests/golden check the written JSON itself).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ from pedattr.evaluation.evaluators import (
 from pedattr.evaluation.forward import BatchOutput
 from pedattr.evaluation.localization import LocalizationReport
 from pedattr.evaluation.metrics import MetricsReport, compute_metrics, metrics_report
-from tests.helpers import LEARNABLE_ATTRIBUTES, TINY_MODEL, make_prepared_dataset
+from tests.helpers import LEARNABLE_ATTRIBUTES, TINY_MODEL, assert_json_close, make_prepared_dataset
 
 NAMES = list(LEARNABLE_ATTRIBUTES)
 
@@ -174,23 +173,6 @@ def test_run_evaluators_feeds_every_batch_once_after_a_reset(boxed) -> None:
     assert metrics.num_samples == 10
 
 
-def assert_close(found, expected, where: str = "") -> None:
-    """Equal structure; floats equal to float32 precision (another batch size sums the
-    convolutions in another order)."""
-    if isinstance(expected, float):
-        assert math.isclose(found, expected, rel_tol=1e-5, abs_tol=1e-6), where
-    elif isinstance(expected, dict):
-        assert list(found) == list(expected), where
-        for key in expected:
-            assert_close(found[key], expected[key], f"{where}.{key}")
-    elif isinstance(expected, list):
-        assert len(found) == len(expected), where
-        for k, (a, b) in enumerate(zip(found, expected, strict=True)):
-            assert_close(a, b, f"{where}[{k}]")
-    else:
-        assert found == expected, where
-
-
 @pytest.mark.slow
 def test_localization_evaluator_whatever_the_batches_equals_the_report(boxed) -> None:
     model, description = boxed["model"], DatasetDescription.load(boxed["data"])
@@ -203,7 +185,7 @@ def test_localization_evaluator_whatever_the_batches_equals_the_report(boxed) ->
 
     one, several = localized(10), localized(3)
     assert isinstance(one, LocalizationReport) and one.activation_peaks is not None
-    assert_close(several.to_dict(), one.to_dict())
+    assert_json_close(several.to_dict(), one.to_dict(), rel=1e-5, abs_=1e-6)
     loader = build_loader(description, "test", batch_size=10, train=False)
     predictions = predict_loader(model, loader, device="cpu", peaks=True)
     direct = localization_report(model, description, predictions, tolerance=2.0)
