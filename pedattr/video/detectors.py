@@ -91,6 +91,8 @@ def read_mot_detections(
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a MOTChallenge text file (not UTF-8 text)") from None
+    except (FileNotFoundError, IsADirectoryError):
+        raise FileNotFoundError(f"{path}: no such detections file") from None
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
