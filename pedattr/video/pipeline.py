@@ -161,7 +161,9 @@ class VideoPipeline:
         attribute_every: run the attribute model on at most one in K frames of a track.
         window: frames gathered before their crops go through the model (at least K).
         lost_after: frames (after ``every``) a track may go unseen before it is finished.
-        device, thresholds, batch_size: as for :class:`~pedattr.inference.predictor.Predictor`.
+        device: where the model runs ("cpu", "auto", "cuda", "cuda:N").
+        thresholds: "default" (0.5) or "calibrated" (those stored in the checkpoint).
+        batch_size: crops per forward pass.
 
     Raises:
         CheckpointError, FileNotFoundError: the checkpoint cannot load.
