@@ -254,3 +254,21 @@ def test_hog_finds_boxes_in_a_frame():
     frame = np.zeros((200, 120, 3), np.uint8)
     found = HogDetector()(frame, 0)
     assert found.boxes.shape == (len(found), 4) and found.scores.shape == (len(found),)
+
+
+def test_torchvision_detector_from_a_local_file(tmp_path):
+    import torch
+    import torchvision
+
+    from pedattr.video.detectors import build_detector
+
+    torch.manual_seed(0)
+    model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=91
+    )
+    torch.save(model.state_dict(), tmp_path / "ssd.pt")
+    detector = build_detector(
+        "torchvision:ssdlite320_mobilenet_v3_large", weights=tmp_path / "ssd.pt", min_score=0.0
+    )
+    found = detector(np.zeros((120, 160, 3), np.uint8), 0)
+    assert found.boxes.shape == (len(found), 4) and (found.scores >= 0).all()
