@@ -92,6 +92,21 @@ class TrackResult:
     best_frame: int | None
     best_crop: Image.Image | None = field(default=None, repr=False)
     best_prediction: Prediction | None = field(default=None, repr=False)
+    best_region: tuple[int, int, int, int] | None = None
+
+    def best_boxes(self) -> dict[str, dict[str, list[float]]]:
+        """The best crop's ALM boxes of the track's attributes, in pixels of the frame."""
+        if self.best_prediction is None or self.best_region is None:
+            return {}
+        x, y = self.best_region[:2]
+        return {
+            name: {
+                level: [round(v + offset, 1) for v, offset in zip(box, (x, y, x, y), strict=True)]
+                for level, box in self.best_prediction.boxes[name].items()
+            }
+            for name in self.attributes
+            if name in self.best_prediction.boxes
+        }
 
     def record(self, thumbnail: str | None) -> dict[str, Any]:
         """The ``tracks.jsonl`` object (frames counted from 1)."""
@@ -111,6 +126,8 @@ class TrackResult:
             "frames_used": len(self.frames_used),
             "attributed_frames": [f + 1 for f in self.frames_used],
             "best_frame": None if self.best_frame is None else self.best_frame + 1,
+            "best_region": None if self.best_region is None else list(self.best_region),
+            "best_boxes": self.best_boxes(),
             "thumbnail": thumbnail,
         }
 
@@ -142,6 +159,7 @@ class _Track:
     best_frame: int | None = None
     best_crop: Image.Image | None = None
     best_prediction: Prediction | None = None
+    best_region: tuple[int, int, int, int] | None = None
     attributes: list[str] = field(default_factory=list)
 
 
@@ -289,7 +307,7 @@ class VideoPipeline:
             if person.quality > track.best_quality:
                 track.best_quality, track.best_frame = person.quality, frame.index
                 track.best_crop = crop_image(frame.pixels, person.region)
-                track.best_prediction = prediction
+                track.best_prediction, track.best_region = prediction, person.region
         for track in {
             self._open[p.track_id].track_id: self._open[p.track_id] for _, p in chosen
         }.values():
@@ -346,6 +364,7 @@ class VideoPipeline:
             track.best_frame,
             track.best_crop,
             track.best_prediction,
+            track.best_region,
         )
 
     # --- writing the outputs ------------------------------------------------------------------

@@ -210,12 +210,16 @@ class FrameSource:
                         try:
                             self._open_capture(int(self.spec) if self.spec.isdigit() else self.spec)
                         except ValueError:
-                            self.stop_reason = f"the stream stopped after {retries} reconnections"
+                            self.stop_reason = (
+                                f"the stream stopped ({retries} reconnection attempts)"
+                            )
                             return
                         continue
                     else:
                         if _is_stream(self.spec):
-                            self.stop_reason = f"the stream stopped after {retries} reconnections"
+                            self.stop_reason = (
+                                f"the stream stopped ({retries} reconnection attempts)"
+                            )
                         return
                 else:
                     failed = retries = 0

@@ -162,6 +162,11 @@ def test_every_output_file(clip, checkpoint, tmp_path):
         assert len(track["boxes"]) == FRAMES - 1
         thumbnail = out / track["thumbnail"]
         assert thumbnail.is_file() and thumbnail.suffix == ".png"
+        x0, y0, x1, y1 = track["best_region"]
+        assert set(track["best_boxes"]) == set(track["attributes"])
+        for levels in track["best_boxes"].values():
+            for bx0, by0, bx1, by1 in levels.values():  # the crop's boxes, in frame pixels
+                assert x0 - 0.1 <= bx0 <= bx1 <= x1 + 0.1 and y0 - 0.1 <= by0 <= by1 <= y1 + 0.1
     with open(out / "frames.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 2 * (FRAMES - 1)
@@ -272,3 +277,46 @@ def test_torchvision_detector_from_a_local_file(tmp_path):
     )
     found = detector(np.zeros((120, 160, 3), np.uint8), 0)
     assert found.boxes.shape == (len(found), 4) and (found.scores >= 0).all()
+
+
+class FlakyCapture:
+    """A stream that gives 3 frames, then nothing, and cannot be reopened."""
+
+    opened = 0
+
+    def __init__(self, target) -> None:
+        FlakyCapture.opened += 1
+        self.left = 3 if FlakyCapture.opened == 1 else 0
+
+    def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+        return FlakyCapture.opened <= 2
+
+    def get(self, prop) -> float:
+        return 0.0
+
+    def read(self):
+        if self.left == 0:
+            return False, None
+        self.left -= 1
+        return True, np.zeros((*FRAME_SIZE, 3), np.uint8)
+
+    def grab(self) -> bool:
+        return self.read()[0]
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_dropped_stream_is_reopened_then_stops_clearly(checkpoint, tmp_path, monkeypatch):
+    import pedattr.video.sources as sources
+
+    monkeypatch.setattr(cv2, "VideoCapture", FlakyCapture)
+    sleeps: list[float] = []
+    monkeypatch.setattr(sources.time, "sleep", sleeps.append)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    pipeline = pedattr.VideoPipeline(checkpoint, detector=f"file:{empty}")
+    summary = pipeline.run("rtsp://camera/stream", tmp_path / "out", video=False)
+    assert summary["frames"] == 3 and not summary["complete"]
+    assert summary["stopped"] == "the stream stopped (2 reconnection attempts)"
+    assert sleeps == [1.0, 2.0]  # backoff; the second reopening fails
