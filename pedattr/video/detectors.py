@@ -116,13 +116,17 @@ def read_mot_detections(
 class HogDetector:
     """OpenCV's default HOG + linear SVM people detector.
 
-    Frames are scaled so that their height is at most ``max_height`` (HOG's cost grows with the
-    area), and boxes are scaled back.
+    Frames taller than ``max_height`` are scaled down first (HOG's cost grows with the area) and
+    boxes scaled back; HOG's 64 x 128 window then sees people from 128 pixels high (of the
+    scaled frame) up, at scales ``scale`` apart. On vtest.avi (768 x 576) the full frame with
+    ``scale`` 1.1 finds 2 people per frame in 0.10 s; 480 pixels with 1.05 finds 1.5 in 0.16 s.
     """
 
     name = "hog"
 
-    def __init__(self, max_height: int = 480, hit_threshold: float = 0.0) -> None:
+    def __init__(
+        self, max_height: int = 720, scale: float = 1.1, hit_threshold: float = 0.0
+    ) -> None:
         cv2 = opencv()
         if not hasattr(cv2, "HOGDescriptor") or not hasattr(
             cv2, "HOGDescriptor_getDefaultPeopleDetector"
@@ -134,7 +138,7 @@ class HogDetector:
         self.cv2 = cv2
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
-        self.max_height = max_height
+        self.max_height, self.scale = max_height, scale
         self.hit_threshold = hit_threshold
 
     def __call__(self, frame: np.ndarray, index: int) -> Detections:
@@ -145,7 +149,11 @@ class HogDetector:
             image = self.cv2.resize(frame, size, interpolation=self.cv2.INTER_AREA)
         grey = self.cv2.cvtColor(image, self.cv2.COLOR_RGB2GRAY)
         rects, weights = self.hog.detectMultiScale(
-            grey, hitThreshold=self.hit_threshold, winStride=(8, 8), padding=(8, 8), scale=1.05
+            grey,
+            hitThreshold=self.hit_threshold,
+            winStride=(8, 8),
+            padding=(8, 8),
+            scale=self.scale,
         )
         if len(rects) == 0:
             return Detections.empty()
