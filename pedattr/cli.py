@@ -732,6 +732,7 @@ def _track(args: argparse.Namespace) -> int:
             tracker=args.tracker,
             detector_weights=args.detector_weights,
             attribute_every=args.attribute_every,
+            lost_after=args.lost_after,
             device=args.device,
             thresholds=args.thresholds,
             batch_size=args.batch_size,
@@ -830,6 +831,13 @@ examples:
         metavar="K",
         help="predict attributes on at most one in K frames of each track, the best crops by "
         "quality (default 1: every frame)",
+    )
+    p.add_argument(
+        "--lost-after",
+        type=_non_negative_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="a track unseen this long is finished and written (default 1)",
     )
     p.add_argument(
         "--thresholds",

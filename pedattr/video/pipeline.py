@@ -4,7 +4,7 @@ For each frame read, the detector finds people and the tracker links them to tra
 gathered in windows of ``window`` frames; in each window, each track's best crops (by quality,
 at most one in ``attribute_every`` of its frames) go through the attribute model in batches,
 every track's evidence is updated (:mod:`pedattr.video.combine`), and the window's frames are
-yielded as :class:`FrameResult` s. A track that has not been seen for ``lost_after`` frames is
+yielded as :class:`FrameResult` s. A track that has not been seen for ``lost_after`` seconds is
 finished: its :class:`TrackResult` comes with the frame that ends it.
 
 Examples:
@@ -178,7 +178,7 @@ class VideoPipeline:
         detector_weights: the weight file of a ``torchvision:`` detector.
         attribute_every: run the attribute model on at most one in K frames of a track.
         window: frames gathered before their crops go through the model (at least K).
-        lost_after: frames (after ``every``) a track may go unseen before it is finished.
+        lost_after: seconds a track may go unseen before it is finished.
         device: where the model runs ("cpu", "auto", "cuda", "cuda:N").
         thresholds: "default" (0.5) or "calibrated" (those stored in the checkpoint).
         batch_size: crops per forward pass.
@@ -197,7 +197,7 @@ class VideoPipeline:
         detector_weights: str | os.PathLike | None = None,
         attribute_every: int = 1,
         window: int = 8,
-        lost_after: int = 30,
+        lost_after: float = 1.0,
         device: str = "cpu",
         thresholds: str = "default",
         batch_size: int = 32,
@@ -237,9 +237,10 @@ class VideoPipeline:
         :class:`FrameSource`; ``source_options`` are its ``every``, ``start``, ``end``, ``fps``).
         Tracks still open at the end come with the last frame."""
         source = _source(source, **source_options)
-        tracker = Tracker(
-            self.tracker_name, fps=source.fps / source.every, lost_after=self.lost_after
-        )
+        rate = source.fps / source.every
+        tracker = Tracker(self.tracker_name, fps=rate, lost_after=self.lost_after)
+        # One frame more than the tracker keeps a lost track: it cannot come back after this.
+        self._lost_frames = max(1, math.ceil(rate * self.lost_after)) + 1
         self._open: dict[int, _Track] = {}
         self._step = 0
         buffer: list[tuple[Frame, list[Person]]] = []
@@ -327,7 +328,7 @@ class VideoPipeline:
     ) -> Iterator[FrameResult]:
         self._predict(self._select(buffer))
         ended = [
-            t for t in self._open.values() if final or self._step - t.last_step > self.lost_after
+            t for t in self._open.values() if final or self._step - t.last_step > self._lost_frames
         ]
         for _, people in buffer:
             for person in people:

@@ -34,8 +34,8 @@ class Tracker:
     Args:
         name: "bytetrack" or "ocsort".
         fps: the frames per second the tracker sees (after ``--every``).
-        lost_after: frames a track may go unseen before it ends (the library's
-            ``lost_track_buffer``).
+        lost_after: seconds a track may go unseen before it ends (the library counts its
+            ``lost_track_buffer`` in frames at 30 frames/s and scales it to ``fps``).
         min_frames: detections a new track needs in a row before it gets an id.
     """
 
@@ -44,7 +44,7 @@ class Tracker:
         name: str = "bytetrack",
         *,
         fps: float = 25.0,
-        lost_after: int = 30,
+        lost_after: float = 1.0,
         min_frames: int = 2,
     ) -> None:
         if name not in TRACKERS:
@@ -58,7 +58,9 @@ class Tracker:
         self.lost_after = lost_after
         self._supervision = supervision
         common = dict(
-            lost_track_buffer=lost_after, frame_rate=fps, minimum_consecutive_frames=min_frames
+            lost_track_buffer=max(1, round(30 * lost_after)),
+            frame_rate=fps,
+            minimum_consecutive_frames=min_frames,
         )
         if name == "bytetrack":
             # Detector scores are not calibrated alike (HOG margins, det.txt files): a person seen

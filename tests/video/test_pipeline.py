@@ -320,3 +320,18 @@ def test_a_dropped_stream_is_reopened_then_stops_clearly(checkpoint, tmp_path, m
     assert summary["frames"] == 3 and not summary["complete"]
     assert summary["stopped"] == "the stream stopped (2 reconnection attempts)"
     assert sleeps == [1.0, 2.0]  # backoff; the second reopening fails
+
+
+def test_a_track_lost_for_longer_than_lost_after_is_written_before_the_end(
+    clip, checkpoint, tmp_path
+):
+    video, dets = clip
+    lines = dets.read_text().splitlines()
+    # the second person (every other line) is seen on frames 1 to 5 only
+    kept = [line for k, line in enumerate(lines) if k % 2 == 0 or int(line.split(",")[0]) <= 5]
+    short = tmp_path / "short.txt"
+    short.write_text("\n".join(kept) + "\n")
+    pipeline = pedattr.VideoPipeline(checkpoint, detector=f"file:{short}", lost_after=0.5)
+    ended = {t.track_id: r.number for r in pipeline.frames(video) for t in r.finished}
+    # 0.5 s at 10 frames/s: finished once unseen for 6 frames, known at the end of frames 9-16
+    assert ended == {2: 16, 1: FRAMES}
