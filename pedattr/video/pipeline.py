@@ -29,8 +29,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from pedattr.checkpoint.format import load_model
+from pedattr.checkpoint.thresholds import resolve_thresholds
 from pedattr.inference.predictor import ImageInput, Prediction, Predictor
 from pedattr.inference.visualize import draw_attribute_boxes, save_image
+from pedattr.models.model import AttributeModel
+from pedattr.utils.device import resolve_device
 from pedattr.video.combine import TrackEvidence, crop_quality, crop_region
 from pedattr.video.detectors import Detector, build_detector
 from pedattr.video.sources import Frame, FrameSource
@@ -171,7 +175,8 @@ class VideoPipeline:
     """Detection, tracking and attributes per person over video (see the module docstring).
 
     Args:
-        checkpoint: a pedattr checkpoint path, or a :class:`~pedattr.inference.predictor.Predictor`.
+        checkpoint: a pedattr checkpoint path, or a model
+            (:class:`~pedattr.models.model.AttributeModel`, e.g. from :func:`pedattr.load_model`).
         detector: ``hog``, ``file:DETS``, ``torchvision:NAME``, ``ultralytics:WEIGHTS`` or a
             detector object (:class:`pedattr.video.detectors.Detector`).
         tracker: ``bytetrack`` or ``ocsort``.
@@ -190,7 +195,7 @@ class VideoPipeline:
 
     def __init__(
         self,
-        checkpoint: str | os.PathLike | Predictor,
+        checkpoint: str | os.PathLike | AttributeModel,
         *,
         detector: str | Detector = "hog",
         tracker: str = "bytetrack",
@@ -211,20 +216,30 @@ class VideoPipeline:
         )
         Tracker(tracker)  # refuse an unknown tracker or a missing package now
         self.tracker_name = tracker
-        if isinstance(checkpoint, Predictor):
-            self.predictor = checkpoint
+        source = None
+        if isinstance(checkpoint, AttributeModel):
+            model = checkpoint
         else:
             if not Path(checkpoint).is_file():
                 raise FileNotFoundError(f"{checkpoint}: no such checkpoint file")
-            self.predictor = Predictor.from_checkpoint(
-                checkpoint, device=device, thresholds=thresholds, batch_size=batch_size, workers=1
-            )
+            source = os.fspath(checkpoint)
+            model = load_model(checkpoint, device=resolve_device(device))
+        self.names = list(model.attribute_names)
+        self.input_size = tuple(model.config.input_size)
+        values = resolve_thresholds(model, source or "the model", thresholds)
+        self.thresholds = np.broadcast_to(np.asarray(values, np.float64), (len(self.names),))
+        self.checkpoint = source
+        self.predictor = Predictor(
+            model,
+            thresholds=self.thresholds.tolist(),
+            batch_size=batch_size,
+            workers=1,
+            source=source,
+            peaks=False,
+        )
         self.attribute_every = attribute_every
         self.window = max(window, attribute_every)
         self.lost_after = lost_after
-        self.names = list(self.predictor.attribute_names)
-        self.thresholds = np.asarray(self.predictor.thresholds, np.float64)
-        self.input_size = tuple(self.predictor.input_size)
         self.seconds = dict.fromkeys(STAGES, 0.0)
         self.crops_predicted = 0
 
@@ -484,7 +499,7 @@ class VideoPipeline:
             "source": source.name,
             "detector": getattr(self.detector, "name", type(self.detector).__name__),
             "tracker": self.tracker_name,
-            "checkpoint": self.predictor.source,
+            "checkpoint": self.checkpoint,
             "every": source.every,
             "attribute_every": self.attribute_every,
             "frames": counts["frames"],

@@ -13,6 +13,7 @@ import pytest
 import pedattr
 from pedattr.cli import main
 from pedattr.video.combine import TrackEvidence
+from tests.helpers import TINY_MODEL
 from tests.video.clips import (
     FRAME_SIZE,
     person_boxes,
@@ -74,7 +75,7 @@ def test_ocsort_keeps_ids_too(clip, checkpoint):
     assert len(ids) == 2
 
 
-def independent_answer(video: Path, track: dict, predictor, input_size) -> np.ndarray:
+def independent_answer(video: Path, track: dict, pipeline) -> np.ndarray:
     """The track's probabilities computed directly: crop each attributed frame's box padded by
     5 % and set to the model's aspect, weight by score x min(1, h / input h) x inside share."""
     capture = cv2.VideoCapture(str(video))
@@ -85,6 +86,7 @@ def independent_answer(video: Path, track: dict, predictor, input_size) -> np.nd
             break
         frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
     boxes = {row[0]: row[1:] for row in track["boxes"]}
+    input_size = TINY_MODEL["input_size"]
     weighted, total = 0.0, 0.0
     for number in track["attributed_frames"]:
         x0, y0, x1, y1, score = boxes[number]
@@ -96,10 +98,8 @@ def independent_answer(video: Path, track: dict, predictor, input_size) -> np.nd
         assert region[0] >= 0 and region[2] <= FRAME_SIZE[1]  # the clip keeps people inside
         left, top = math.floor(region[0]), math.floor(region[1])
         right, bottom = math.ceil(region[2]), math.ceil(region[3])
-        [prediction] = predictor.predict(frames[number - 1][top:bottom, left:right])
-        p = np.clip(
-            [prediction.probabilities[n] for n in predictor.attribute_names], 1e-6, 1 - 1e-6
-        )
+        [prediction] = pipeline.predictor.predict(frames[number - 1][top:bottom, left:right])
+        p = np.clip([prediction.probabilities[n] for n in pipeline.names], 1e-6, 1 - 1e-6)
         quality = score * min(1.0, (y1 - y0) / input_size[0])
         weighted = weighted + quality * np.log(p / (1 - p))
         total += quality
@@ -114,7 +114,7 @@ def test_a_track_answer_is_the_quality_weighted_mean_of_logits(clip, checkpoint,
     assert len(tracks) == 2
     for track in tracks:
         assert track["attributed_frames"] == list(range(2, FRAMES + 1))  # ids from frame 2 on
-        expected = independent_answer(video, track, pipeline.predictor, pipeline.input_size)
+        expected = independent_answer(video, track, pipeline)
         got = [track["probabilities"][n] for n in pipeline.names]
         np.testing.assert_allclose(got, expected, atol=2e-5)
         thresholds = track["thresholds"]
@@ -335,3 +335,14 @@ def test_a_track_lost_for_longer_than_lost_after_is_written_before_the_end(
     ended = {t.track_id: r.number for r in pipeline.frames(video) for t in r.finished}
     # 0.5 s at 10 frames/s: finished once unseen for 6 frames, known at the end of frames 9-16
     assert ended == {2: 16, 1: FRAMES}
+
+
+def test_a_model_in_memory_instead_of_a_checkpoint(clip, checkpoint, tmp_path):
+    video, dets = clip
+    model = pedattr.load_model(checkpoint)
+    pipeline = pedattr.VideoPipeline(model, detector=f"file:{dets}", thresholds="default")
+    summary = pipeline.run(video, tmp_path, video=False)
+    assert summary["checkpoint"] is None and summary["tracks"] == 2
+    from_file = pedattr.VideoPipeline(checkpoint, detector=f"file:{dets}")
+    from_file.run(video, tmp_path / "file", video=False)
+    assert read_tracks(tmp_path) == read_tracks(tmp_path / "file")
