@@ -324,9 +324,8 @@ class VideoPipeline:
                 track.best_quality, track.best_frame = person.quality, frame.index
                 track.best_crop = crop_image(frame.pixels, person.region)
                 track.best_prediction, track.best_region = prediction, person.region
-        for track in {
-            self._open[p.track_id].track_id: self._open[p.track_id] for _, p in chosen
-        }.values():
+        for track_id in {person.track_id for _, person in chosen}:
+            track = self._open[track_id]
             combined = track.evidence.combined()
             if combined is not None:
                 track.attributes = self._positives(combined)
