@@ -743,7 +743,8 @@ def _track(args: argparse.Namespace) -> int:
         out = Path(args.out)
         if len(sources) > 1:
             out = out / (Path(source.spec).stem or "source")
-        summary = pipeline.run(source, out, video=not args.no_video, progress=not args.quiet)
+        progress = not args.quiet and sys.stderr.isatty()  # no bar in logs
+        summary = pipeline.run(source, out, video=not args.no_video, progress=progress)
         if summary["tracks"] == 0:
             print(f"{source.spec}: no person found; {out / 'tracks.jsonl'} is empty")
         print(
@@ -850,7 +851,9 @@ examples:
     )
     p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
     p.add_argument("--no-video", action="store_true", help="do not write annotated.mp4")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar (shown only on a terminal anyway)"
+    )
     p.set_defaults(
         func=_track,
         interrupted="interrupted; the files in --out are valid up to where it stopped",

@@ -346,3 +346,24 @@ def test_a_model_in_memory_instead_of_a_checkpoint(clip, checkpoint, tmp_path):
     from_file = pedattr.VideoPipeline(checkpoint, detector=f"file:{dets}")
     from_file.run(video, tmp_path / "file", video=False)
     assert read_tracks(tmp_path) == read_tracks(tmp_path / "file")
+
+
+def test_ctrl_c_in_the_command_exits_130(clip, checkpoint, tmp_path, capsys, monkeypatch):
+    from pedattr.video.detectors import FileDetector
+
+    video, dets = clip
+    real_call = FileDetector.__call__
+
+    def stop_at_frame_12(self, pixels, index):
+        if index == 12:
+            raise KeyboardInterrupt
+        return real_call(self, pixels, index)
+
+    monkeypatch.setattr(FileDetector, "__call__", stop_at_frame_12)
+    code = main(["track", str(video), "--checkpoint", str(checkpoint), "--out", str(tmp_path),
+                 "--detector", f"file:{dets}"])  # fmt: skip
+    assert code == 130
+    assert "pedattr track: interrupted; the files in --out are valid" in capsys.readouterr().err
+    assert json.loads((tmp_path / "summary.json").read_text())["stopped"] == (
+        "interrupted after frame 8"
+    )
