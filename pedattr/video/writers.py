@@ -98,9 +98,14 @@ class AnnotatedVideo:
             x0, y0, x1, y1 = (int(round(v)) for v in box)
             cv2.rectangle(bgr, (x0, y0), (x1, y1), colour, 2)
             lines = [f"#{track_id}", *attributes[:3]]
-            for k, text in enumerate(lines):
-                y = max(12, y0 - 4 - 14 * (len(lines) - 1 - k))
-                cv2.putText(bgr, text, (x0, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1)
+            for k, text in enumerate(lines):  # white on the track's colour, above the box
+                (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+                y = max(h + base, y0 - 2 - (h + base + 2) * (len(lines) - 1 - k))
+                cv2.rectangle(bgr, (x0, y - h - base), (x0 + w + 2, y + 1), colour, cv2.FILLED)
+                cv2.putText(
+                    bgr, text, (x0 + 1, y - base + 1), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                    (255, 255, 255), 1, cv2.LINE_AA,
+                )  # fmt: skip
         self.writer.write(bgr)
         self.frames += 1
 
