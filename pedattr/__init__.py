@@ -17,6 +17,7 @@ _LAZY = {
     "save_checkpoint": "pedattr.checkpoint.format",
     "Prediction": "pedattr.inference.predictor",
     "Predictor": "pedattr.inference.predictor",
+    "VideoPipeline": "pedattr.video.pipeline",
 }
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "ModelOutput",
     "Prediction",
     "Predictor",
+    "VideoPipeline",
     "__version__",
     "build_model",
     "load_model",

@@ -729,6 +729,148 @@ examples:
     p.set_defaults(func=_predict)
 
 
+def _track(args: argparse.Namespace) -> int:
+    from pedattr.video.pipeline import VideoPipeline
+    from pedattr.video.sources import FrameSource
+
+    options = dict(every=args.every, start=args.start, end=args.end, fps=args.fps)
+    # Every source, the detector and the checkpoint are checked before any frame is read.
+    try:
+        sources = [FrameSource(spec, **options) for spec in args.sources]
+        pipeline = VideoPipeline(
+            args.checkpoint,
+            detector=args.detector,
+            tracker=args.tracker,
+            detector_weights=args.detector_weights,
+            attribute_every=args.attribute_every,
+            lost_after=args.lost_after,
+            device=args.device,
+            thresholds=args.thresholds,
+            batch_size=args.batch_size,
+        )
+    except ImportError as err:  # OpenCV, trackers or ultralytics missing: the message says which
+        raise ValueError(str(err)) from None
+    for source in sources:
+        out = Path(args.out)
+        if len(sources) > 1:
+            out = out / (Path(source.spec).stem or "source")
+        progress = not args.quiet and sys.stderr.isatty()  # no bar in logs
+        summary = pipeline.run(source, out, video=not args.no_video, progress=progress)
+        if summary["tracks"] == 0:
+            print(f"{source.spec}: no person found; {out / 'tracks.jsonl'} is empty")
+        print(
+            f"{source.spec}: {summary['frames']} frames ({summary['failed_frames']} failed to "
+            f"decode), {summary['tracks']} tracks, {summary['frames_per_second']} frames/s; "
+            f"outputs in {out}"
+        )
+    return 0
+
+
+def _add_track(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "track",
+        help="detect and track people in videos and recognise each person's attributes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Find people in video frames (--detector), follow them from frame to frame
+(--tracker: ByteTrack or OC-SORT from the `trackers` package), predict the
+attributes of their crops with a checkpoint, and combine each track's frames
+into one answer: the mean of the crops' logits weighted by crop quality
+(detection score, box height, share inside the frame). Needs
+`pip install 'pedattr[video]'`.
+
+SOURCE is a video file, a folder of frame images (sorted by name), a webcam
+number (0) or a stream URL (rtsp://, http://). Outputs in --out, each written
+as the video is read, so a stopped run leaves valid files:
+  tracks.jsonl   one JSON object per finished track: id, first/last frame and
+                 time, boxes per frame, combined probabilities and attributes
+                 with their thresholds, thumbnail, frames used
+  frames.csv     MOTChallenge columns (frame, id, x, y, w, h, conf, -1, -1, -1;
+                 frames from 1) + time, attributed, attributes on that frame
+  thumbnails/    each track's best crop with its ALM boxes
+  annotated.mp4  boxes, track ids and top attributes (--no-video skips it)
+  summary.json   frames, failed frames, tracks, seconds per stage, frames/s
+
+Detectors: hog (OpenCV's people detector, OpenCV below 5), file:DETS
+(MOTChallenge det.txt: frame,id,x,y,w,h,score,... with frames from 1),
+torchvision:NAME with --detector-weights FILE (a local state dict; NAME one of
+fasterrcnn_resnet50_fpn_v2, fasterrcnn_mobilenet_v3_large_fpn,
+retinanet_resnet50_fpn_v2, ssdlite320_mobilenet_v3_large), ultralytics:WEIGHTS
+(if you installed ultralytics; never a dependency of pedattr).
+
+A missing source, a detector or checkpoint that cannot load: one line, exit
+status 2, before any frame is read. A frame that fails to decode is skipped
+and counted in summary.json. Ctrl-C: the files so far stay valid, the summary
+says where the run stopped, exit status 130.""",
+        epilog="""\
+examples:
+  pedattr track vtest.avi --checkpoint runs/demo/run/best.safetensors --out tracks/
+  pedattr track frames/ --checkpoint CKPT --out out/ --detector file:det.txt --fps 30
+  pedattr track 0 --checkpoint CKPT --out cam/ --every 2 --attribute-every 5""",
+    )
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="videos, frame folders, 0, URLs")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="pedattr checkpoint")
+    p.add_argument("--out", required=True, type=_output_folder, metavar="DIR", help="output folder")
+    p.add_argument(
+        "--detector",
+        default="hog",
+        metavar="SPEC",
+        help="hog (default), file:DETS, torchvision:NAME or ultralytics:WEIGHTS",
+    )
+    p.add_argument(
+        "--detector-weights", metavar="FILE", help="torchvision detectors: the weight file"
+    )
+    p.add_argument(
+        "--tracker", default="bytetrack", choices=("bytetrack", "ocsort"), help="default bytetrack"
+    )
+    p.add_argument(
+        "--every", type=_positive_int, default=1, metavar="N", help="read every N-th frame"
+    )
+    p.add_argument(
+        "--start", type=_non_negative_float, default=0.0, metavar="SECONDS", help="start time"
+    )
+    p.add_argument("--end", type=_non_negative_float, metavar="SECONDS", help="end time")
+    p.add_argument(
+        "--fps",
+        type=_non_negative_float,
+        metavar="FPS",
+        help="frames per second of a frame folder or a stream that does not say (default 25)",
+    )
+    p.add_argument(
+        "--attribute-every",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="predict attributes on at most one in K frames of each track, the best crops by "
+        "quality (default 1: every frame)",
+    )
+    p.add_argument(
+        "--lost-after",
+        type=_non_negative_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="a track unseen this long is finished and written (default 1)",
+    )
+    p.add_argument(
+        "--thresholds",
+        default="default",
+        choices=("default", "calibrated"),
+        help="default: 0.5 for every attribute; calibrated: those stored by `pedattr calibrate`",
+    )
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=32, metavar="N", help="crops per forward"
+    )
+    p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
+    p.add_argument("--no-video", action="store_true", help="do not write annotated.mp4")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bar (shown only on a terminal anyway)"
+    )
+    p.set_defaults(
+        func=_track,
+        interrupted="interrupted; the files in --out are valid up to where it stopped",
+    )
+
+
 def _export(args: argparse.Namespace) -> int:
     from pedattr.checkpoint.format import load_model
     from pedattr.inference.export import (
@@ -953,6 +1095,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_eval,
         _add_calibrate,
         _add_predict,
+        _add_track,
         _add_export,
         _add_experiment,
     ):

@@ -48,7 +48,7 @@ _GLOB_CHARACTERS = frozenset("*?[")
 _CROP_KEYS = ("frame", "x0", "y0", "x1", "y1")
 _MISSING_OPENCV = (
     "reading videos needs OpenCV; install it with `pip install 'pedattr[video]'` "
-    "(opencv-python-headless)"
+    "(opencv-python below 5)"
 )
 
 #: One expanded input: a file to read, or a failure to report.

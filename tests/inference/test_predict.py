@@ -667,7 +667,7 @@ def test_video_without_opencv_names_the_extra(capsys, checkpoint, tmp_path, monk
     assert code == 1
     assert err.strip() == (
         f"{video}: reading videos needs OpenCV; install it with `pip install 'pedattr[video]'` "
-        "(opencv-python-headless)"
+        "(opencv-python below 5)"
     )
     assert "predicted 1 image;" in out
 
