@@ -25,7 +25,7 @@ demo: install-demo
 lint:
 	$(PYTHON) -m ruff check .
 	$(PYTHON) -m ruff format --check .
-	lint-imports
+	$(PYTHON) -c "from importlinter.cli import lint_imports_command; lint_imports_command()"  # lint-imports, from this Python
 
 format:
 	$(PYTHON) -m ruff format .
