@@ -552,6 +552,10 @@ def train(
             stages = plan_run(base, raw_stages, str(config))
         context = init_distributed(stages[0].config.run.device)
         try:
-            return run_stages(stages, context, resume=resume is not None)
+            reports = run_stages(stages, context, resume=resume is not None)
+            # No process tears the group down while another still finishes its last collective
+            # (a gloo peer that leaves early can abort the other at exit).
+            barrier(context)
+            return reports
         finally:
             shutdown_distributed(context)
