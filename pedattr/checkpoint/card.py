@@ -194,7 +194,9 @@ def _recipe(run: dict) -> str:
         ("training split", data.get("train_split")),
         (
             "validation",
-            f"held-out fraction {data['val_fraction']}" if "val_fraction" in data else None,
+            f"the dataset's val split; without one, {data['val_fraction']} of train held out"
+            if "val_fraction" in data
+            else None,
         ),
         ("backbone start", _name(model.get("pretrained")) or "random initialisation"),
         ("optimiser", "Adam"),
