@@ -14,6 +14,9 @@ _LAZY = {
     "ModelConfig": "pedattr.models.config",
     "ModelOutput": "pedattr.models.model",
     "load_model": "pedattr.checkpoint.format",
+    "from_pretrained": "pedattr.checkpoint.pretrained",
+    "save_pretrained": "pedattr.checkpoint.hub",
+    "push_to_hub": "pedattr.checkpoint.hub",
     "save_checkpoint": "pedattr.checkpoint.format",
     "Prediction": "pedattr.inference.predictor",
     "Predictor": "pedattr.inference.predictor",
@@ -28,8 +31,11 @@ __all__ = [
     "VideoPipeline",
     "__version__",
     "build_model",
+    "from_pretrained",
     "load_model",
+    "push_to_hub",
     "save_checkpoint",
+    "save_pretrained",
 ]
 
 

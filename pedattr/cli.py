@@ -82,6 +82,23 @@ def _output_file(text: str) -> str:
     return text
 
 
+#: What every --checkpoint takes; the library resolves it (pedattr.checkpoint.pretrained).
+_CHECKPOINT_HELP = (
+    "a pedattr checkpoint (.safetensors), a folder written by save_pretrained, a Hugging Face "
+    "Hub repository user/repo[@revision] (or hf://user/repo), or a built-in name: alm-peta, "
+    "alm-rap, alm-pa100k (the authors' models; docs/pretrained.md)"
+)
+
+
+def _add_checkpoint_option(
+    p: argparse.ArgumentParser, *, several: bool = False, required: bool = True, purpose: str = ""
+) -> None:
+    """--checkpoint, declared once for every command that reads a model."""
+    text = f"{purpose}; {_CHECKPOINT_HELP}" if purpose else _CHECKPOINT_HELP
+    count = {"nargs": "+"} if several else {}
+    p.add_argument("--checkpoint", required=required, metavar="CKPT", help=text, **count)
+
+
 def _summary(args: argparse.Namespace) -> int:
     from pedattr.models.complexity import format_summary, model_summary, summarize_model
 
@@ -111,7 +128,11 @@ def _convert(args: argparse.Namespace) -> int:
 
     names = read_names_file(args.attribute_names) if args.attribute_names else None
     checkpoint = convert_authors_checkpoint(
-        args.source, args.out, attribute_names=names, modern_sampling=args.modern_sampling
+        args.source,
+        args.out,
+        attribute_names=names,
+        dataset=args.dataset,
+        modern_sampling=args.modern_sampling,
     )
     config = checkpoint.config
     print(
@@ -197,10 +218,10 @@ def _add_summary(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--height", type=side, default=height, help=f"input height (default {height})")
     p.add_argument("--width", type=side, default=width, help=f"input width (default {width})")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument(
-        "--checkpoint",
-        metavar="CKPT",
-        help="measure this checkpoint's model at its input size (--model, --backbone, "
+    _add_checkpoint_option(
+        p,
+        required=False,
+        purpose="measure this checkpoint's model at its input size (--model, --backbone, "
         "--num-attrs, --height and --width are ignored; model.* settings are refused)",
     )
     p.add_argument(
@@ -222,14 +243,21 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
         "code runs. The converted model samples as the authors' PyTorch <= 1.2 did "
         "(align_corners=True) unless --modern-sampling is given.",
     )
-    p.add_argument("source", help="the authors' checkpoint, e.g. rap_epoch_8.pth.tar")
+    p.add_argument("source", help="the authors' checkpoint, e.g. rap_epoch_9.pth.tar")
     p.add_argument(
         "--out", type=_output_file, required=True, help="output pedattr checkpoint (.safetensors)"
     )
-    p.add_argument(
+    names = p.add_mutually_exclusive_group()
+    names.add_argument(
         "--attribute-names",
         metavar="FILE",
         help="text file with one attribute name per line, in the model's output order",
+    )
+    names.add_argument(
+        "--dataset",
+        choices=("peta", "rap", "pa100k"),
+        help="the dataset the model was trained on: its attribute names in the authors' output "
+        "order (PETA 35, RAP 51, PA-100K 26), no names file needed",
     )
     p.add_argument(
         "--modern-sampling",
@@ -450,13 +478,7 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
         "chose on the validation split instead. The checkpoint's attributes must be the "
         "dataset's, in the same order.",
     )
-    p.add_argument(
-        "--checkpoint",
-        required=True,
-        nargs="+",
-        metavar="CKPT",
-        help="pedattr checkpoint(s) (.safetensors); several are compared in --plot",
-    )
+    _add_checkpoint_option(p, several=True, purpose="one or more; several are compared in --plot")
     p.add_argument(
         "--data", required=True, metavar="DATA_DIR", help="folder written by `pedattr prepare`"
     )
@@ -536,7 +558,7 @@ def _add_calibrate(subparsers: argparse._SubParsersAction) -> None:
         "thresholds chosen on it would make its metrics optimistic. `pedattr eval` uses the "
         "stored thresholds only with --thresholds calibrated.",
     )
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="pedattr checkpoint")
+    _add_checkpoint_option(p)
     p.add_argument(
         "--data", required=True, metavar="DATA_DIR", help="folder written by `pedattr prepare`"
     )
@@ -671,7 +693,7 @@ examples:
   pedattr predict --checkpoint CKPT vtest.avi --every 100
   pedattr predict --checkpoint CKPT vtest.avi --crops people.csv""",
     )
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="pedattr checkpoint")
+    _add_checkpoint_option(p)
     p.add_argument("paths", nargs="+", metavar="PATH", help="images, folders, globs, videos")
     p.add_argument(
         "--json",
@@ -809,7 +831,7 @@ examples:
   pedattr track 0 --checkpoint CKPT --out cam/ --every 2 --attribute-every 5""",
     )
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="videos, frame folders, 0, URLs")
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="pedattr checkpoint")
+    _add_checkpoint_option(p)
     p.add_argument("--out", required=True, type=_output_folder, metavar="DIR", help="output folder")
     p.add_argument(
         "--detector",
@@ -913,7 +935,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
         "contract are stored in the file's metadata. Unless --no-check, the graph is "
         "validated and onnxruntime must match PyTorch within 1e-4 before the file is written.",
     )
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="pedattr checkpoint")
+    _add_checkpoint_option(p)
     p.add_argument("--onnx", type=_output_file, metavar="OUT.onnx", help="ONNX file to write")
     # Literal values: importing pedattr.inference.export here would load torch for every command.
     p.add_argument(
@@ -948,6 +970,48 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
         help="skip the checker and the parity check against PyTorch",
     )
     p.set_defaults(func=_export)
+
+
+def _push(args: argparse.Namespace) -> int:
+    from pedattr.checkpoint.hub import push_to_hub
+
+    try:
+        url = push_to_hub(
+            args.checkpoint,
+            args.repo_id,
+            private=args.private,
+            revision=args.revision,
+            license=args.license,
+            commit_message=args.message,
+        )
+    except ImportError as err:  # huggingface_hub missing: the message says what to install
+        raise ValueError(str(err)) from None
+    print(f"pushed {args.checkpoint} to {args.repo_id}: {url}")
+    return 0
+
+
+def _add_push(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "push",
+        help="share a checkpoint on the Hugging Face Hub with its model card",
+        description="Write CKPT in the hub layout (model.safetensors, config.json and a model "
+        "card (README.md) with the attributes, the training data and recipe, the metrics and "
+        "their split, intended use and limits, and the paper's citation) and upload it to the "
+        "Hugging Face Hub repository REPO_ID, created if needed. Needs `pip install "
+        "'pedattr[hub]'` and a Hub token (HF_TOKEN or `hf auth login`). The same layout is "
+        "written locally by pedattr.save_pretrained. See docs/pretrained.md.",
+    )
+    p.add_argument("checkpoint", metavar="CKPT", help=_CHECKPOINT_HELP)
+    p.add_argument("repo_id", metavar="REPO_ID", help="user/repo or organisation/repo")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--revision", metavar="BRANCH", help="push to this branch (created if needed)")
+    p.add_argument(
+        "--license",
+        metavar="ID",
+        help="the model card's licence (default apache-2.0; unknown for the authors' weights)",
+    )
+    p.add_argument("--message", metavar="TEXT", help="the commit message")
+    p.set_defaults(func=_push)
 
 
 def _experiment_command(args: argparse.Namespace) -> str:
@@ -1097,6 +1161,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_predict,
         _add_track,
         _add_export,
+        _add_push,
         _add_experiment,
     ):
         add(subparsers)

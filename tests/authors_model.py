@@ -8,6 +8,9 @@ written out, and the ALMs are the literal per-attribute loop of ``tests/referenc
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -58,3 +61,22 @@ class AuthorsALM(nn.Module):
         pred_4d = self.st_4d(fusion_4d)[0]
         pred_5b = self.st_5b(fusion_5b)[0]
         return pred_3b, pred_4d, pred_5b, main_pred
+
+
+def save_authors_file(path: Path, state_dict: dict[str, Tensor], *, legacy: bool) -> None:
+    """Save like the authors: DataParallel prefix, epoch and a numpy float64 best_accu.
+
+    With ``legacy`` the file uses the pre-1.6 (non-zip) format of their PyTorch <= 1.2, and the
+    numpy scalar is renamed to numpy 1.x's ``numpy.core.multiarray.scalar``, as in their files.
+    """
+    payload = {
+        "epoch": 8,
+        "state_dict": {"module." + k: v for k, v in state_dict.items()},
+        "best_accu": np.float64(0.8),
+    }
+    torch.save(payload, path, _use_new_zipfile_serialization=not legacy)
+    if legacy:
+        data = path.read_bytes()
+        new = b"numpy._core.multiarray\nscalar"
+        assert new in data
+        path.write_bytes(data.replace(new, b"numpy.core.multiarray\nscalar"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -137,3 +138,16 @@ def assert_json_close(
             assert_json_close(a, b, rel=rel, abs_=abs_, where=f"{where}[{index}]")
     else:
         assert found == expected, where
+
+
+def hub_snapshot(cache: Path, repo_id: str, ref: str = "main") -> Path:
+    """The snapshot folder of ``repo_id`` in a Hugging Face Hub cache at ``cache``, laid out as
+    huggingface_hub lays out what it downloads (``refs/REF`` naming a commit whose files are in
+    ``snapshots/COMMIT/``), so that its offline mode finds whatever is put there."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    commit = hashlib.sha1(f"{repo_id}@{ref}".encode()).hexdigest()
+    (repo / "refs" / ref).parent.mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / ref).write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    return snapshot

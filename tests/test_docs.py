@@ -48,10 +48,21 @@ def test_no_machine_specific_paths() -> None:
     assert found == []
 
 
+#: Modules that name a README.md because they write one: the model card of the hub layout.
+MODEL_CARD_WRITERS = ("pedattr/checkpoint/hub.py", "pedattr/checkpoint/card.py", "pedattr/cli.py")
+
+
 def test_code_cites_docs_pages_not_readme_sections() -> None:
     citing = [
         str(path.relative_to(ROOT))
         for path in sorted((ROOT / "pedattr").rglob("*.py"))
-        if "README" in path.read_text(encoding="utf-8")
+        if "README" in _without_model_card(path)
     ]
     assert citing == []
+
+
+def _without_model_card(path: Path) -> str:
+    text = path.read_text(encoding="utf-8")
+    if path.relative_to(ROOT).as_posix() in MODEL_CARD_WRITERS:
+        text = text.replace("README.md", "")
+    return text

@@ -42,6 +42,8 @@ from pedattr.models.bninception import TAPS
 from pedattr.models.model import ModelConfig, build_from_config
 
 __all__ = [
+    "AUTHORS_ATTRIBUTES",
+    "DATASET_TITLES",
     "PA100K_ATTRIBUTES",
     "authors_state_dict_to_pedattr",
     "convert_authors_checkpoint",
@@ -54,6 +56,39 @@ PA100K_ATTRIBUTES: tuple[str, ...] = (
     "UpperStride", "UpperLogo", "UpperPlaid", "UpperSplice", "LowerStripe", "LowerPattern",
     "LongCoat", "Trousers", "Shorts", "Skirt&Dress", "boots",
 )  # fmt: skip
+
+# PETA's 35 evaluated attributes in the authors' output order: their label lists (and the
+# ``description['peta']`` list of their utils/datasets.py) sort the names alphabetically, which is
+# not the column order of PETA.mat, and spell them their own way.
+PETA_ATTRIBUTES: tuple[str, ...] = (
+    "Age16-30", "Age31-45", "Age46-60", "AgeAbove61", "Backpack", "CarryingOther",
+    "Casual lower", "Casual upper", "Formal lower", "Formal upper", "Hat", "Jacket", "Jeans",
+    "Leather Shoes", "Logo", "Long hair", "Male", "Messenger Bag", "Muffler", "No accessory",
+    "No carrying", "Plaid", "PlasticBags", "Sandals", "Shoes", "Shorts", "Short Sleeve", "Skirt",
+    "Sneaker", "Stripes", "Sunglasses", "Trousers", "Tshirt", "UpperOther", "V-Neck",
+)  # fmt: skip
+
+# RAP v1's 51 evaluated attributes (the first 51 columns) as the authors name them, typing slips
+# ("OtherAttchment", "Pusing") included, so that their lists and ours compare equal.
+RAP_ATTRIBUTES: tuple[str, ...] = (
+    "Female", "AgeLess16", "Age17-30", "Age31-45", "BodyFat", "BodyNormal", "BodyThin",
+    "Customer", "Clerk", "BaldHead", "LongHair", "BlackHair", "Hat", "Glasses", "Muffler",
+    "Shirt", "Sweater", "Vest", "TShirt", "Cotton", "Jacket", "Suit-Up", "Tight", "ShortSleeve",
+    "LongTrousers", "Skirt", "ShortSkirt", "Dress", "Jeans", "TightTrousers", "LeatherShoes",
+    "SportShoes", "Boots", "ClothShoes", "CasualShoes", "Backpack", "SSBag", "HandBag", "Box",
+    "PlasticBag", "PaperBag", "HandTrunk", "OtherAttchment", "Calling", "Talking", "Gathering",
+    "Holding", "Pusing", "Pulling", "CarryingbyArm", "CarryingbyHand",
+)  # fmt: skip
+
+#: The attribute names of each dataset the authors trained on, in their models' output order
+#: (``pedattr convert --dataset``).
+AUTHORS_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "peta": PETA_ATTRIBUTES,
+    "rap": RAP_ATTRIBUTES,
+    "pa100k": PA100K_ATTRIBUTES,
+}
+#: How each dataset is written in prose.
+DATASET_TITLES = {"peta": "PETA", "rap": "RAP", "pa100k": "PA-100K"}
 
 # The authors' pyramid levels (BN-Inception's tapped blocks), in the order of our
 # ``pyramid.laterals`` and ``alms``.
@@ -93,7 +128,9 @@ def convert_authors_checkpoint(
     out: str | os.PathLike,
     *,
     attribute_names: Sequence[str] | None = None,
+    dataset: str | None = None,
     modern_sampling: bool = False,
+    extra: Mapping | None = None,
 ) -> Checkpoint:
     """Convert one of the authors' released ALM checkpoints and write it as a pedattr checkpoint.
 
@@ -109,7 +146,11 @@ def convert_authors_checkpoint(
         attribute_names: names in output order. When omitted, a 26-attribute model gets the
             PA-100K names (:data:`PA100K_ATTRIBUTES`, the only released model with 26 outputs)
             and any other model ``attr_00``, ``attr_01``, ...
+        dataset: ``"peta"``, ``"rap"`` or ``"pa100k"``: the names of that dataset in the
+            authors' order (:data:`AUTHORS_ATTRIBUTES`), recorded as ``extra["dataset"]``;
+            not together with ``attribute_names``.
         modern_sampling: sample with align_corners=False (the PyTorch default since 1.3).
+        extra: more entries for the checkpoint's ``extra`` document.
 
     Returns:
         The checkpoint as written.
@@ -120,6 +161,14 @@ def convert_authors_checkpoint(
             names the file.
         FileNotFoundError: ``source`` does not exist.
     """
+    if dataset is not None:
+        if attribute_names is not None:
+            raise ValueError("give the attribute names or the dataset, not both")
+        if dataset not in AUTHORS_ATTRIBUTES:
+            raise ValueError(
+                f"dataset must be one of {', '.join(AUTHORS_ATTRIBUTES)}, got {dataset!r}"
+            )
+        attribute_names = AUTHORS_ATTRIBUTES[dataset]
     loaded = _load_authors_file(source)
     state_dict, info = _split_checkpoint(loaded, os.fspath(source))
     try:
@@ -127,7 +176,7 @@ def convert_authors_checkpoint(
     except ValueError as err:
         raise ValueError(f"{os.fspath(source)}: {err}") from err
     num_attrs = converted["global_fc.weight"].shape[0]
-    names = _attribute_names(attribute_names, num_attrs, source)
+    names = _attribute_names(attribute_names, num_attrs, source, dataset)
     config = ModelConfig(
         arch="alm",
         backbone="bninception",
@@ -139,8 +188,11 @@ def convert_authors_checkpoint(
         align_corners=not modern_sampling,
     )
     # Only the file's name: a full path would leak the converting machine's layout.
-    extra = {"converted_from": Path(source).name, "source_format": "authors-alm", **info}
-    checkpoint = Checkpoint(state_dict=converted, config=config, extra=extra)
+    recorded = {"converted_from": Path(source).name, "source_format": "authors-alm", **info}
+    if dataset is not None:
+        recorded["dataset"] = dataset
+    recorded.update(extra or {})
+    checkpoint = Checkpoint(state_dict=converted, config=config, extra=recorded)
     write_checkpoint(out, checkpoint)
     return checkpoint
 
@@ -266,12 +318,17 @@ def _json_number(value: object) -> int | float | None:
 
 
 def _attribute_names(
-    names: Sequence[str] | None, num_attrs: int, source: str | os.PathLike
+    names: Sequence[str] | None, num_attrs: int, source: str | os.PathLike, dataset: str | None
 ) -> list[str]:
     if names is None:
         if num_attrs == len(PA100K_ATTRIBUTES):
             return list(PA100K_ATTRIBUTES)
         return [f"attr_{i:02d}" for i in range(num_attrs)]
+    if len(names) != num_attrs and dataset is not None:
+        raise ValueError(
+            f"{os.fspath(source)} has {num_attrs} attributes but {DATASET_TITLES[dataset]} has "
+            f"{len(names)}: not the authors' {DATASET_TITLES[dataset]} model"
+        )
     if len(names) != num_attrs:
         raise ValueError(
             f"{os.fspath(source)} has {num_attrs} attributes but {len(names)} attribute names "

@@ -88,9 +88,15 @@ def save_checkpoint(
 
 def write_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
     """Write a :class:`Checkpoint` as one safetensors file, atomically."""
+    data = checkpoint_bytes(checkpoint)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def checkpoint_bytes(checkpoint: Checkpoint) -> bytes:
+    """The bytes of the checkpoint file :func:`write_checkpoint` writes (made in memory, so that
+    a full disk is an ``OSError`` naming the output, see :func:`write_safetensors`)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in checkpoint.state_dict.items()}
-    header = {METADATA_KEY: json.dumps(checkpoint.metadata())}
-    write_safetensors(path, tensors, header)
+    return safetensors_bytes(tensors, metadata={METADATA_KEY: json.dumps(checkpoint.metadata())})
 
 
 def write_safetensors(path: str | os.PathLike, tensors: dict[str, Tensor], header: dict) -> None:
@@ -217,16 +223,48 @@ def validate_metadata(meta: dict) -> ModelConfig:
     return config
 
 
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The pedattr metadata of a checkpoint file, checked as :func:`load_checkpoint` checks it,
+    without reading its tensors.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable or its metadata invalid.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            meta = _read_metadata(path, handle)
+    except SafetensorError as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from err
+    try:
+        validate_metadata(meta)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: invalid metadata: {err}") from err
+    return meta
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a checkpoint without executing any code from it.
+
+    ``path`` is a checkpoint file or anything :func:`pedattr.from_pretrained` takes: a folder
+    written by :func:`~pedattr.checkpoint.hub.save_pretrained`, a Hugging Face Hub repository id
+    ``user/repo[@revision]`` or a built-in name such as ``alm-rap``
+    (:func:`~pedattr.checkpoint.pretrained.resolve_checkpoint`), so that every command's
+    ``--checkpoint`` takes them all.
 
     The metadata is validated here, once, for every caller: a wrong JSON type at any key,
     excessive nesting, non-positive or huge sizes, or thresholds that are not one probability
     per attribute raise :class:`CheckpointError` naming the file and the key.
     """
+    if not Path(path).is_file():
+        # Imported here: name resolution converts the authors' files and writes the hub layout,
+        # which build on this module.
+        from pedattr.checkpoint.pretrained import resolve_checkpoint
+
+        path = resolve_checkpoint(path)
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
     if path.name.endswith((".pth", ".pth.tar", ".pt", ".tar")):
         raise CheckpointError(
             f"{path}: a pickled PyTorch file, not a pedattr checkpoint; authors' ALM checkpoints "
@@ -296,6 +334,9 @@ def model_from_checkpoint(checkpoint: Checkpoint, path: str | os.PathLike = "") 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> AttributeModel:
     """Rebuild a model from a pedattr checkpoint, in eval mode, on ``device``.
+
+    ``path`` is a checkpoint file, a folder in the hub layout, a Hugging Face Hub id or a
+    built-in name, as for :func:`pedattr.from_pretrained`.
 
     The model's ``config`` carries attribute names, input size and normalisation; thresholds
     stored in the checkpoint are attached as ``model.thresholds`` (None means 0.5 each).

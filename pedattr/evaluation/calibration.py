@@ -248,6 +248,11 @@ def calibrate_checkpoint(
         )
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if out is None and not Path(checkpoint).is_file():
+        raise ValueError(
+            f"{checkpoint}: not a checkpoint file to write the thresholds into (a model name or "
+            "folder); give --out FILE for the calibrated checkpoint"
+        )
     stored = load_checkpoint(checkpoint)
     model = model_from_checkpoint(stored, checkpoint)
     description = load_description(data)

@@ -220,8 +220,6 @@ class VideoPipeline:
         if isinstance(checkpoint, AttributeModel):
             model = checkpoint
         else:
-            if not Path(checkpoint).is_file():
-                raise FileNotFoundError(f"{checkpoint}: no such checkpoint file")
             source = os.fspath(checkpoint)
             model = load_model(checkpoint, device=resolve_device(device))
         self.names = list(model.attribute_names)

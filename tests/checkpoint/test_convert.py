@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -18,7 +17,7 @@ from pedattr.checkpoint.convert import (
 from pedattr.checkpoint.format import load_checkpoint
 from pedattr.cli import main
 from pedattr.data.annotations import read_names_file
-from tests.authors_model import AuthorsALM
+from tests.authors_model import AuthorsALM, save_authors_file
 
 NUM_ATTRS = 4
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -54,25 +53,6 @@ def randomise(model: nn.Module, generator: torch.Generator) -> None:
             scale = 0.8 + 0.45 * torch.rand(norm.num_features, generator=generator)
             norm.running_var.mul_(scale)
             norm.num_batches_tracked.fill_(1234)
-
-
-def save_authors_file(path: Path, state_dict: dict[str, Tensor], *, legacy: bool) -> None:
-    """Save like the authors: DataParallel prefix, epoch and a numpy float64 best_accu.
-
-    With ``legacy`` the file uses the pre-1.6 (non-zip) format of their PyTorch <= 1.2, and the
-    numpy scalar is renamed to numpy 1.x's ``numpy.core.multiarray.scalar``, as in their files.
-    """
-    payload = {
-        "epoch": 8,
-        "state_dict": {"module." + k: v for k, v in state_dict.items()},
-        "best_accu": np.float64(0.8),
-    }
-    torch.save(payload, path, _use_new_zipfile_serialization=not legacy)
-    if legacy:
-        data = path.read_bytes()
-        new = b"numpy._core.multiarray\nscalar"
-        assert new in data
-        path.write_bytes(data.replace(new, b"numpy.core.multiarray\nscalar"))
 
 
 @pytest.fixture(scope="module")
