@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from pedattr.cli import main
-from tests.bad_input.test_video import _refused, _track, _without, files  # noqa: F401
+from tests.bad_input import test_video
+from tests.bad_input.test_video import _refused, _track, _without
+
+files = test_video.files  # the same fixture: a tiny checkpoint, a clip and its detections
 
 pytest.importorskip("trackeval")
 
@@ -44,7 +47,7 @@ def test_bad_ground_truth_is_refused_before_any_frame(
     labels,
     expected,
     files,
-    capsys,  # noqa: F811
+    capsys,
 ):
     folder = files["folder"] / "gt_cases"
     clip = folder / "nowhere" if gt is None else _gt(folder, case.replace(" ", "_"), gt, labels)
@@ -53,13 +56,13 @@ def test_bad_ground_truth_is_refused_before_any_frame(
     assert not (files["folder"] / "never").exists()
 
 
-def test_one_ground_truth_per_source(files, capsys):  # noqa: F811
+def test_one_ground_truth_per_source(files, capsys):
     clip = _gt(files["folder"] / "gt_cases", "good", GOOD_GT)
     message = _refused([*_track(files), "--eval", str(clip), str(clip)], capsys)
     assert "--eval: 2 ground truths for 1 sources; give one per source" in message
 
 
-def test_missing_trackeval_is_named(files, capsys, monkeypatch):  # noqa: F811
+def test_missing_trackeval_is_named(files, capsys, monkeypatch):
     clip = _gt(files["folder"] / "gt_cases", "good", GOOD_GT)
     _without(monkeypatch, "trackeval")
     message = _refused([*_track(files), "--eval", str(clip)], capsys)
