@@ -173,14 +173,17 @@ def _generate_video(args: argparse.Namespace) -> int:
     settings = ClipSettings(frames=args.frames, people=args.people)
     noise = DetectionNoise(jitter=args.jitter, miss=args.miss, false_positives=args.false_positives)
     progress = sys.stderr.isatty()
-    folders = write_clips(
-        args.out,
-        clips=args.clips,
-        seed=args.seed,
-        settings=settings,
-        noise=noise,
-        progress=progress,
-    )
+    try:
+        folders = write_clips(
+            args.out,
+            clips=args.clips,
+            seed=args.seed,
+            settings=settings,
+            noise=noise,
+            progress=progress,
+        )
+    except ImportError as err:  # OpenCV missing: the message says how to install it
+        raise ValueError(str(err)) from None
     print(
         f"{len(folders)} clips in {args.out}; e.g. pedattr track {folders[0] / 'video.mp4'} "
         f"--checkpoint CKPT --detector file:{folders[0] / 'det' / 'det.txt'} "

@@ -83,3 +83,12 @@ def test_generate_video_bad_options(option, expected, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and expected in err
     assert not (tmp_path / "clips" / "clip_000").exists()
+
+
+def test_generate_video_without_opencv_is_named(tmp_path, capsys, monkeypatch):
+    _without(monkeypatch, "cv2")
+    assert main(["generate-video", str(tmp_path / "clips")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "generating video needs OpenCV; install it with `pip install 'pedattr[video]'`" in err
+    assert not (tmp_path / "clips").exists()

@@ -174,8 +174,7 @@ def _paste(
 ) -> tuple[int, tuple[int, int, int, int]] | None:
     """Draw the person over ``canvas``; returns its pixel count and its box clipped to the frame
     (None when nothing of it is inside)."""
-    import cv2
-
+    cv2 = _opencv()
     x, y, w, h = place
     rgb = cv2.resize(person.rgb, (w, h), interpolation=cv2.INTER_AREA)
     alpha = cv2.resize(person.alpha, (w, h), interpolation=cv2.INTER_AREA)
@@ -327,13 +326,18 @@ def write_labels(path: Path, labels: dict[int, np.ndarray]) -> None:
     atomic_write(path, write)
 
 
-def _write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
+def _opencv():
     try:
         import cv2
     except ImportError:
         raise ImportError(
-            "writing video needs OpenCV; install it with `pip install 'pedattr[video]'`"
+            "generating video needs OpenCV; install it with `pip install 'pedattr[video]'`"
         ) from None
+    return cv2
+
+
+def _write_video(path: Path, frames: list[np.ndarray], fps: float) -> None:
+    cv2 = _opencv()
     height, width = frames[0].shape[:2]
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
@@ -388,10 +392,16 @@ def write_clips(
     progress: bool = True,
 ) -> list[Path]:
     """Write ``clips`` clips of ``seed`` as ``out/clip_000`` ... and ``out/clips.json`` (every
-    setting, so the set can be told apart and made again). Returns the clip folders."""
+    setting, so the set can be told apart and made again). Returns the clip folders.
+
+    Raises:
+        ValueError: fewer than one clip.
+        ImportError: OpenCV is not installed (before anything is written).
+    """
     if clips < 1:
         raise ValueError(f"--clips {clips}: need at least one clip")
     settings, noise = settings or ClipSettings(), noise or DetectionNoise()
+    _opencv()  # refused before anything is written
     out = make_folder(out)
     folders = []
     for c, name in enumerate(tqdm(list(clip_names(clips)), disable=not progress, unit="clip")):
