@@ -12,7 +12,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from pedattr.errors import Interrupted, RunFailed
 
@@ -186,6 +186,99 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
         help="change a training setting, e.g. optim.epochs=10 model.backbone=bninception",
     )
     p.set_defaults(func=_demo)
+
+
+def _generate_video(args: argparse.Namespace) -> int:
+    from pedattr.data.synthetic.clips import ClipSettings, DetectionNoise, write_clips
+
+    settings = ClipSettings(frames=args.frames, people=args.people)
+    noise = DetectionNoise(jitter=args.jitter, miss=args.miss, false_positives=args.false_positives)
+    progress = sys.stderr.isatty()
+    try:
+        folders = write_clips(
+            args.out,
+            clips=args.clips,
+            seed=args.seed,
+            settings=settings,
+            noise=noise,
+            progress=progress,
+        )
+    except ImportError as err:  # OpenCV missing: the message says how to install it
+        raise ValueError(str(err)) from None
+    print(
+        f"{len(folders)} clips in {args.out}; e.g. pedattr track {folders[0] / 'video.mp4'} "
+        f"--checkpoint CKPT --detector file:{folders[0] / 'det' / 'det.txt'} "
+        f"--out OUT --eval {folders[0]}"
+    )
+    return 0
+
+
+def _share(text: str) -> float:
+    value = _non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _add_generate_video(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "generate-video",
+        help="write generated video clips with ground truth (tracks, visibility, attributes)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Write generated clips, reproducibly from --seed: the demo's generated
+pedestrians (the same 23 attributes and drawing) walking across generated
+backgrounds at their own speeds and depths, entering and leaving, passing in
+front of one another; some frames blurred or low in contrast. Per clip, in
+OUT/clip_NNN/ (MOTChallenge's layout, frames from 1):
+  video.mp4       the frames (OpenCV mp4v)
+  gt/gt.txt       frame,id,x,y,w,h,1,1,visibility
+  gt/labels.csv   id and one 0/1 column per attribute
+  det/det.txt     detections made from gt.txt with the noise below
+  seqinfo.ini     MOTChallenge's sequence description
+and OUT/clips.json with every setting. Needs OpenCV (pedattr[video]).""",
+        epilog="""\
+examples:
+  pedattr generate-video clips/ --clips 4 --seed 1
+  pedattr track clips/clip_000/video.mp4 --checkpoint runs/demo/run/best.safetensors \\
+      --detector file:clips/clip_000/det/det.txt --out out/ --eval clips/clip_000""",
+    )
+    p.add_argument("out", type=_output_folder, metavar="OUT", help="output folder")
+    p.add_argument("--clips", type=_positive_int, default=3, metavar="N", help="default 3")
+    p.add_argument("--seed", type=int, default=0, help="default 0")
+    p.add_argument(
+        "--frames",
+        type=_int_at_least(2),
+        default=120,
+        metavar="N",
+        help="frames per clip (15 per second; default 120)",
+    )
+    p.add_argument(
+        "--people", type=_positive_int, default=8, metavar="N", help="people per clip (default 8)"
+    )
+    p.add_argument(
+        "--jitter",
+        type=_non_negative_float,
+        default=0.05,
+        metavar="SHARE",
+        help="detections: each box edge moves by a Gaussian of this standard deviation, a share "
+        "of the box's width or height (default 0.05)",
+    )
+    p.add_argument(
+        "--miss",
+        type=_share,
+        default=0.10,
+        metavar="SHARE",
+        help="detections: probability that a true box is missed (default 0.10)",
+    )
+    p.add_argument(
+        "--false-positives",
+        type=_non_negative_float,
+        default=0.1,
+        metavar="N",
+        help="detections: mean false boxes per frame (default 0.1)",
+    )
+    p.set_defaults(func=_generate_video)
 
 
 def _add_summary(subparsers: argparse._SubParsersAction) -> None:
@@ -752,11 +845,18 @@ examples:
 
 
 def _track(args: argparse.Namespace) -> int:
+    from pedattr.video.evaluate import check_evaluation
     from pedattr.video.pipeline import VideoPipeline
     from pedattr.video.sources import FrameSource
 
     options = dict(every=args.every, start=args.start, end=args.end, fps=args.fps)
-    # Every source, the detector and the checkpoint are checked before any frame is read.
+    if args.eval and len(args.eval) != len(args.sources):
+        raise ValueError(
+            f"--eval: {len(args.eval)} ground truths for {len(args.sources)} sources; give one "
+            "per source, in the same order"
+        )
+    # Every source, the detector, the checkpoint and the ground truth are checked before any
+    # frame is read.
     try:
         sources = [FrameSource(spec, **options) for spec in args.sources]
         pipeline = VideoPipeline(
@@ -770,12 +870,14 @@ def _track(args: argparse.Namespace) -> int:
             thresholds=args.thresholds,
             batch_size=args.batch_size,
         )
-    except ImportError as err:  # OpenCV, trackers or ultralytics missing: the message says which
+        truths = [check_evaluation(path, pipeline.names) for path in args.eval or []]
+    except ImportError as err:  # OpenCV, trackers, ultralytics or TrackEval missing: it says which
         raise ValueError(str(err)) from None
-    for source in sources:
+    evaluations = []
+    for k, source in enumerate(sources):
         out = Path(args.out)
         if len(sources) > 1:
-            out = out / (Path(source.spec).stem or "source")
+            out = out / _source_folder(args.sources, k)
         progress = not args.quiet and sys.stderr.isatty()  # no bar in logs
         summary = pipeline.run(source, out, video=not args.no_video, progress=progress)
         if summary["tracks"] == 0:
@@ -785,7 +887,43 @@ def _track(args: argparse.Namespace) -> int:
             f"decode), {summary['tracks']} tracks, {summary['frames_per_second']} frames/s; "
             f"outputs in {out}"
         )
+        if truths:
+            evaluations.append(_evaluate(out, truths[k]))
+    if len(evaluations) > 1:
+        _evaluate_pooled(Path(args.out), evaluations)
     return 0
+
+
+def _source_folder(specs: list[str], k: int) -> str:
+    """The output subfolder of source ``k``: its file name's stem, or its folder's name when
+    several sources share a stem (clip_000/video.mp4, clip_001/video.mp4)."""
+    stems = [Path(spec).stem or "source" for spec in specs]
+    if stems.count(stems[k]) == 1:
+        return stems[k]
+    return Path(specs[k]).parent.name or f"source_{k + 1}"
+
+
+def _evaluate(out: Path, truth: Any) -> dict:
+    from pedattr.video.evaluate import EVAL_FILE, evaluate_run, format_evaluation
+
+    result = evaluate_run(out, truth)
+    print(f"{truth.path} against {out}:")
+    print(f"{format_evaluation(result)}\n(written to {out / EVAL_FILE})")
+    return result
+
+
+def _evaluate_pooled(out: Path, evaluations: list[dict]) -> None:
+    from pedattr.video.evaluate import (
+        EVAL_FILE,
+        format_evaluation,
+        pool_evaluations,
+        write_evaluation,
+    )
+
+    pooled = pool_evaluations(evaluations)
+    write_evaluation(out / EVAL_FILE, pooled)
+    print(f"all {len(evaluations)} sources pooled:")
+    print(f"{format_evaluation(pooled)}\n(written to {out / EVAL_FILE})")
 
 
 def _add_track(subparsers: argparse._SubParsersAction) -> None:
@@ -812,6 +950,9 @@ as the video is read, so a stopped run leaves valid files:
   thumbnails/    each track's best crop with its ALM boxes
   annotated.mp4  boxes, track ids and top attributes (--no-video skips it)
   summary.json   frames, failed frames, tracks, seconds per stage, frames/s
+  eval.json      with --eval GT: HOTA, MOTA, IDF1 (TrackEval), and mA and F1
+                 of the tracks' answers and of single frames against labels.csv
+                 (`pip install 'pedattr[video-eval]'`); also printed
 
 Detectors: hog (OpenCV's people detector, OpenCV below 5), file:DETS
 (MOTChallenge det.txt: frame,id,x,y,w,h,score,... with frames from 1),
@@ -828,7 +969,9 @@ says where the run stopped, exit status 130.""",
 examples:
   pedattr track vtest.avi --checkpoint runs/demo/run/best.safetensors --out tracks/
   pedattr track frames/ --checkpoint CKPT --out out/ --detector file:det.txt --fps 30
-  pedattr track 0 --checkpoint CKPT --out cam/ --every 2 --attribute-every 5""",
+  pedattr track 0 --checkpoint CKPT --out cam/ --every 2 --attribute-every 5
+  pedattr track clip/video.mp4 --checkpoint CKPT --out out/ \\
+      --detector file:clip/det/det.txt --eval clip   # pedattr generate-video""",
     )
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="videos, frame folders, 0, URLs")
     _add_checkpoint_option(p)
@@ -884,6 +1027,14 @@ examples:
     )
     p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
     p.add_argument("--no-video", action="store_true", help="do not write annotated.mp4")
+    p.add_argument(
+        "--eval",
+        nargs="+",
+        metavar="GT",
+        help="MOTChallenge ground truth, one per source (gt.txt, its folder or a sequence folder "
+        "with gt/gt.txt; labels.csv beside it for attributes): write eval.json with HOTA, MOTA, "
+        "IDF1 and per-track against per-frame mA and F1, and print them",
+    )
     p.add_argument(
         "--quiet", action="store_true", help="no progress bar (shown only on a terminal anyway)"
     )
@@ -1160,6 +1311,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_calibrate,
         _add_predict,
         _add_track,
+        _add_generate_video,
         _add_export,
         _add_push,
         _add_experiment,
