@@ -871,6 +871,78 @@ examples:
     )
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text}")
+    return value
+
+
+def _search(args: argparse.Namespace) -> int:
+    from pedattr.video.query import QueryError
+    from pedattr.video.search import read_folder, search
+
+    folders = [read_folder(folder) for folder in args.folders]
+    try:
+        found = search(folders, args.query, min_prob=args.min_prob, sort=args.sort)
+    except QueryError as err:
+        raise ValueError(f"query {args.query!r}: {err}") from None
+    for match in found:
+        print(json.dumps(match.to_json()) if args.json else match.line())
+    if not args.json:
+        total = sum(len(folder.tracks) for folder in folders)
+        print(f"{len(found)} of {total} tracks match in {len(folders)} folder(s)")
+    return 0
+
+
+def _add_search(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "search",
+        help="find the tracks of `pedattr track` output folders by their attributes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Print the tracks of one or more `pedattr track` output folders whose attributes
+match QUERY: folder, track id, time range, the probabilities of the queried
+attributes and the thumbnail. The same queries filter each folder's index.html.
+
+QUERY: attribute names as the checkpoint has them (case included), ! (not),
+& (and), | (or) and parentheses; ! binds tightest, then &, then |. A name with
+a space or one of & | ! ( ) " ' goes in quotes: '"Skirt&Dress" | Shorts'.
+Without --min-prob a name holds when it is among the track's attributes (the
+yes/no answers of `pedattr track`). With --min-prob C the query's confidence
+must be at least C: P(A) for a name, 1 - x for !, the smaller for &, the
+larger for |; so `!Hat` asks P(Hat) <= 1 - C. --sort confidence orders by that
+confidence.
+
+A malformed query or an unknown name, a folder without a readable
+tracks.jsonl: one line, exit status 2.""",
+        epilog="""\
+examples:
+  pedattr search tracks/ "Female & Backpack & !Hat"
+  pedattr search cam1/ cam2/ "(Hat | Glasses) & !Female" --sort confidence
+  pedattr search tracks/ Backpack --min-prob 0.8 --json""",
+    )
+    p.add_argument("folders", nargs="+", metavar="DIR", help="`pedattr track` output folders")
+    p.add_argument("query", metavar="QUERY", help='e.g. "Female & Backpack & !Hat"')
+    p.add_argument(
+        "--min-prob",
+        type=_probability,
+        metavar="C",
+        help="confidence cut-off from 0 to 1 (default: the tracks' yes/no answers)",
+    )
+    p.add_argument(
+        "--sort",
+        default="time",
+        choices=("time", "confidence"),
+        help="time: folder by folder, first seen first (default); confidence: highest first",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per matching track")
+    p.set_defaults(func=_search)
+
+
 def _export(args: argparse.Namespace) -> int:
     from pedattr.checkpoint.format import load_model
     from pedattr.inference.export import (
@@ -1096,6 +1168,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_calibrate,
         _add_predict,
         _add_track,
+        _add_search,
         _add_export,
         _add_experiment,
     ):
