@@ -266,13 +266,14 @@ def matches(
     query: Query | None, record: Mapping[str, Any], min_prob: float | None = None
 ) -> float | None:
     """The confidence with which ``record`` (a ``tracks.jsonl`` object) matches ``query``, or
-    None when it does not. Without a query every track with predictions matches, its confidence
-    being :func:`certainty`. ``min_prob`` None: the track's yes/no answers decide."""
+    None when it does not. Without a query every track matches, its confidence being
+    :func:`certainty` (0 for a track without predictions). ``min_prob`` None: the track's
+    yes/no answers decide."""
     probabilities = record.get("probabilities") or {}
-    if not probabilities:
-        return None
     if query is None:
         return certainty(probabilities)
+    if not probabilities:
+        return None
     if any(name not in probabilities for name in names_in(query)):
         return None
     value = confidence(query, probabilities)

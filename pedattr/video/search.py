@@ -147,7 +147,7 @@ def search(
     sort: str = "time",
 ) -> list[Match]:
     """The tracks of ``folders`` that match ``query`` (:mod:`pedattr.video.query`; None: every
-    track with predictions), sorted by ``time`` (folder by folder, first seen first) or by
+    track), sorted by ``time`` (folder by folder, first seen first) or by
     ``confidence`` (highest first over all folders).
 
     Raises:

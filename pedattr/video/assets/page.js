@@ -92,7 +92,8 @@
       });
     }
     order.forEach(function (entry) { main.appendChild(entry.card); });
-    $("count").dataset.query = input.value;  // what the cards now show (for tests and scripts)
+    // What the cards now show, for tests and scripts: [query, cut-off or null, sort].
+    $("count").dataset.state = JSON.stringify([input.value, minProb, $("sort").value]);
     $("count").textContent = shown.length + " of " + tracks.length + " tracks" +
       (parsed.error ? " (the query is not valid: every track shown)" : "");
   }

@@ -154,8 +154,8 @@ var PedattrQuery = (function () {
   // track's yes/no answers decide.
   function matches(query, record, minProb) {
     var probabilities = record.probabilities || {};
-    if (!Object.keys(probabilities).length) return null;
     if (query === null) return certainty(probabilities);
+    if (!Object.keys(probabilities).length) return null;
     var names = namesIn(query);
     for (var i = 0; i < names.length; i++) {
       if (!Object.prototype.hasOwnProperty.call(probabilities, names[i])) return null;
