@@ -787,9 +787,12 @@ as the video is read, so a stopped run leaves valid files:
                  with their thresholds, thumbnail, frames used
   frames.csv     MOTChallenge columns (frame, id, x, y, w, h, conf, -1, -1, -1;
                  frames from 1) + time, attributed, attributes on that frame
-  thumbnails/    each track's best crop with its ALM boxes
+  thumbnails/    each track's best crop with its ALM boxes, and up to 8 crops
+                 over its time
   annotated.mp4  boxes, track ids and top attributes (--no-video skips it)
   summary.json   frames, failed frames, tracks, seconds per stage, frames/s
+  index.html     at the end: a page to find people by their attributes, that
+                 opens from disk (see also `pedattr search`)
 
 Detectors: hog (OpenCV's people detector, OpenCV below 5), file:DETS
 (MOTChallenge det.txt: frame,id,x,y,w,h,score,... with frames from 1),
@@ -890,11 +893,15 @@ def _search(args: argparse.Namespace) -> int:
         found = search(folders, args.query, min_prob=args.min_prob, sort=args.sort)
     except QueryError as err:
         raise ValueError(f"query {args.query!r}: {err}") from None
-    for match in found:
-        print(json.dumps(match.to_json()) if args.json else match.line())
-    if not args.json:
-        total = sum(len(folder.tracks) for folder in folders)
-        print(f"{len(found)} of {total} tracks match in {len(folders)} folder(s)")
+    try:
+        for match in found:
+            print(json.dumps(match.to_json()) if args.json else match.line())
+        if not args.json:
+            total = sum(len(folder.tracks) for folder in folders)
+            print(f"{len(found)} of {total} tracks match in {len(folders)} folder(s)")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `pedattr search ... | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
     return 0
 
 
@@ -911,6 +918,7 @@ attributes and the thumbnail. The same queries filter each folder's index.html.
 QUERY: attribute names as the checkpoint has them (case included), ! (not),
 & (and), | (or) and parentheses; ! binds tightest, then &, then |. A name with
 a space or one of & | ! ( ) " ' goes in quotes: '"Skirt&Dress" | Shorts'.
+In a shell, put QUERY in single quotes (bash expands !Hat in double quotes).
 Without --min-prob a name holds when it is among the track's attributes (the
 yes/no answers of `pedattr track`). With --min-prob C the query's confidence
 must be at least C: P(A) for a name, 1 - x for !, the smaller for &, the
@@ -921,12 +929,12 @@ A malformed query or an unknown name, a folder without a readable
 tracks.jsonl: one line, exit status 2.""",
         epilog="""\
 examples:
-  pedattr search tracks/ "Female & Backpack & !Hat"
-  pedattr search cam1/ cam2/ "(Hat | Glasses) & !Female" --sort confidence
+  pedattr search tracks/ 'Female & Backpack & !Hat'
+  pedattr search cam1/ cam2/ '(Hat | Glasses) & !Female' --sort confidence
   pedattr search tracks/ Backpack --min-prob 0.8 --json""",
     )
     p.add_argument("folders", nargs="+", metavar="DIR", help="`pedattr track` output folders")
-    p.add_argument("query", metavar="QUERY", help='e.g. "Female & Backpack & !Hat"')
+    p.add_argument("query", metavar="QUERY", help="e.g. 'Female & Backpack & !Hat'")
     p.add_argument(
         "--min-prob",
         type=_probability,

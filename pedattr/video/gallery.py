@@ -1,9 +1,10 @@
 """A few crops of each track spread over its time, for the page's "thumbnails over time".
 
-:class:`TrackGallery` keeps at most ``limit`` of the crops the attribute model saw, in bounded
-memory whatever the track's length: crops closer than ``spacing`` frames share a slot (the one
-of higher quality stays); when the slots overflow, neighbouring slots merge (again the better
-stays) and the spacing doubles. The track's best crop (highest quality) always stays.
+:class:`TrackGallery` holds at most 2 x ``limit`` of the crops the attribute model saw, in
+bounded memory whatever the track's length: crops closer than ``spacing`` frames share a slot
+(the one of higher quality stays); when the slots overflow, neighbouring slots merge (again the
+better stays) and the spacing doubles. :meth:`TrackGallery.chosen` then gives ``limit`` of them
+evenly spread. The track's best crop (highest quality) always stays.
 """
 
 from __future__ import annotations
@@ -55,10 +56,23 @@ class TrackGallery:
                 self.crops[-1] = GalleryCrop(frame, time, quality, region, image(), boxes)
             return
         self.crops.append(GalleryCrop(frame, time, quality, region, image(), boxes))
-        if len(self.crops) > self.limit:
+        if len(self.crops) > 2 * self.limit:
             pairs = [self.crops[k : k + 2] for k in range(0, len(self.crops), 2)]
             self.crops = [max(pair, key=lambda c: c.quality) for pair in pairs]
             self.spacing *= 2
+
+    def chosen(self) -> list[GalleryCrop]:
+        """At most ``limit`` crops evenly spread over those held, the best among them."""
+        count = len(self.crops)
+        if count <= self.limit:
+            return list(self.crops)
+        picks = {round(k * (count - 1) / (self.limit - 1)) for k in range(self.limit)}
+        best = max(range(count), key=lambda k: self.crops[k].quality)
+        if best not in picks:  # the nearest pick gives way (never the first or the last)
+            inner = (picks - {0, count - 1}) or picks
+            nearest = min(inner, key=lambda k: abs(k - best))
+            picks = (picks - {nearest}) | {best}
+        return [self.crops[k] for k in sorted(picks)]
 
 
 def write_gallery(

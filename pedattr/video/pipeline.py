@@ -392,7 +392,7 @@ class VideoPipeline:
             track.best_crop,
             track.best_prediction,
             track.best_region,
-            track.gallery.crops,
+            track.gallery.chosen(),
         )
 
     # --- writing the outputs ------------------------------------------------------------------

@@ -52,10 +52,12 @@ def test_gallery_keeps_the_best_crop_and_spreads_over_time():
 
     for frame, quality in enumerate(qualities):
         gallery.offer(frame, frame / 10, float(quality), (0, 0, 2, 4), lambda f=frame: image(f), {})
-    frames = [c.frame for c in gallery.crops]
-    assert len(frames) <= 8 and frames == sorted(frames)
+    assert len(gallery.crops) <= 16  # held while the track goes on
+    frames = [c.frame for c in gallery.chosen()]
+    assert len(frames) == 8 and frames == sorted(frames)
     assert int(np.argmax(qualities)) in frames
     assert frames[0] < 50 and frames[-1] >= 150  # the first and last quarters are there
+    assert max(np.diff(frames)) <= 75  # and no gap is 3 times the even one (200 / 8)
     assert len(made) < len(qualities)  # crops that could not be kept were never cut
 
 

@@ -99,3 +99,21 @@ def test_search_without_query_lists_every_track(folders):
     found = search(tracks, None, sort="confidence")
     assert len(found) == sum(len(t.tracks) for t in tracks)
     assert found[-1].confidence == 0.0 and not found[-1].record["probabilities"]
+
+
+@pytest.mark.slow
+def test_a_reader_that_stops_early_is_no_error(tmp_path):
+    """``pedattr search ... | head -1``: exit status 0, nothing on stderr."""
+    import subprocess
+    import sys
+
+    folder = write_folder(tmp_path / "many", make_records(3000))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pedattr", "search", str(folder), "Female | !Female"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout.readline().startswith(str(folder).encode())
+    process.stdout.close()
+    assert process.wait(timeout=60) == 0
+    assert process.stderr.read() == b""
