@@ -94,3 +94,20 @@ def test_track_writes_the_page_and_each_tracks_crops(tmp_path, checkpoint):
             assert set(entry["boxes"]) == set(record["attributes"]) & set(entry["boxes"])
             if entry["frame"] == record["best_frame"]:
                 assert entry["boxes"] == record["best_boxes"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_still_writes_the_page(tmp_path, checkpoint):
+    from tests.video.test_pipeline import StopAt
+
+    video = write_clip(tmp_path / "clip.avi", 20)
+    dets = write_detections(tmp_path / "det.txt", 20)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        pedattr.VideoPipeline(checkpoint, detector=StopAt(dets, 12)).run(video, out, video=False)
+    records = [json.loads(x) for x in (out / "tracks.jsonl").read_text().splitlines()]
+    data = page_data(out / "index.html")
+    assert len(records) == 2 and data["tracks"] == [
+        {k: r.get(k) for k in PAGE_KEYS} for r in records
+    ]
+    assert data["summary"]["stopped"] == "interrupted after frame 8"
