@@ -59,6 +59,7 @@ QUERIES = [
     "Hatt",
     "Female & female",
     "Skirt&Dress",
+    "Hat & \U0001f600x",  # a character outside the BMP: counted as one by both parsers
 ]
 
 
@@ -114,7 +115,7 @@ def set_controls(page, query: str, cut_off: float | None, sort: str, typed: bool
         page.type("#query", query)
     else:
         page.fill("#query", query)
-    state = json.dumps([query, cut_off, sort], separators=(",", ":"))
+    state = json.dumps([query, cut_off, sort], separators=(",", ":"), ensure_ascii=False)
     page.wait_for_function(
         "(state) => document.getElementById('count').dataset.state === state",
         arg=state,
