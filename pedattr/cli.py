@@ -947,12 +947,15 @@ as the video is read, so a stopped run leaves valid files:
                  with their thresholds, thumbnail, frames used
   frames.csv     MOTChallenge columns (frame, id, x, y, w, h, conf, -1, -1, -1;
                  frames from 1) + time, attributed, attributes on that frame
-  thumbnails/    each track's best crop with its ALM boxes
+  thumbnails/    each track's best crop with its ALM boxes, and up to 8 crops
+                 over its time
   annotated.mp4  boxes, track ids and top attributes (--no-video skips it)
   summary.json   frames, failed frames, tracks, seconds per stage, frames/s
   eval.json      with --eval GT: HOTA, MOTA, IDF1 (TrackEval), and mA and F1
                  of the tracks' answers and of single frames against labels.csv
                  (`pip install 'pedattr[video-eval]'`); also printed
+  index.html     at the end: a page to find people by their attributes, that
+                 opens from disk (see also `pedattr search`)
 
 Detectors: hog (OpenCV's people detector, OpenCV below 5), file:DETS
 (MOTChallenge det.txt: frame,id,x,y,w,h,score,... with frames from 1),
@@ -1042,6 +1045,83 @@ examples:
         func=_track,
         interrupted="interrupted; the files in --out are valid up to where it stopped",
     )
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text}")
+    return value
+
+
+def _search(args: argparse.Namespace) -> int:
+    from pedattr.video.query import QueryError
+    from pedattr.video.search import read_folder, search
+
+    folders = [read_folder(folder) for folder in args.folders]
+    try:
+        found = search(folders, args.query, min_prob=args.min_prob, sort=args.sort)
+    except QueryError as err:
+        raise ValueError(f"query {args.query!r}: {err}") from None
+    try:
+        for match in found:
+            print(json.dumps(match.to_json()) if args.json else match.line())
+        if not args.json:
+            total = sum(len(folder.tracks) for folder in folders)
+            print(f"{len(found)} of {total} tracks match in {len(folders)} folder(s)")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `pedattr search ... | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+    return 0
+
+
+def _add_search(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "search",
+        help="find the tracks of `pedattr track` output folders by their attributes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Print the tracks of one or more `pedattr track` output folders whose attributes
+match QUERY: folder, track id, time range, the probabilities of the queried
+attributes and the thumbnail. The same queries filter each folder's index.html.
+
+QUERY: attribute names as the checkpoint has them (case included), ! (not),
+& (and), | (or) and parentheses; ! binds tightest, then &, then |. A name with
+a space or one of & | ! ( ) " ' goes in quotes: '"Skirt&Dress" | Shorts'.
+In a shell, put QUERY in single quotes (bash expands !Hat in double quotes).
+Without --min-prob a name holds when it is among the track's attributes (the
+yes/no answers of `pedattr track`). With --min-prob C the query's confidence
+must be at least C: P(A) for a name, 1 - x for !, the smaller for &, the
+larger for |; so `!Hat` asks P(Hat) <= 1 - C. --sort confidence orders by that
+confidence.
+
+A malformed query or an unknown name, a folder without a readable
+tracks.jsonl: one line, exit status 2.""",
+        epilog="""\
+examples:
+  pedattr search tracks/ 'Female & Backpack & !Hat'
+  pedattr search cam1/ cam2/ '(Hat | Glasses) & !Female' --sort confidence
+  pedattr search tracks/ Backpack --min-prob 0.8 --json""",
+    )
+    p.add_argument("folders", nargs="+", metavar="DIR", help="`pedattr track` output folders")
+    p.add_argument("query", metavar="QUERY", help="e.g. 'Female & Backpack & !Hat'")
+    p.add_argument(
+        "--min-prob",
+        type=_probability,
+        metavar="C",
+        help="confidence cut-off from 0 to 1 (default: the tracks' yes/no answers)",
+    )
+    p.add_argument(
+        "--sort",
+        default="time",
+        choices=("time", "confidence"),
+        help="time: folder by folder, first seen first (default); confidence: highest first",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per matching track")
+    p.set_defaults(func=_search)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -1312,6 +1392,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_predict,
         _add_track,
         _add_generate_video,
+        _add_search,
         _add_export,
         _add_push,
         _add_experiment,

@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ from pedattr.models.model import AttributeModel
 from pedattr.utils.device import resolve_device
 from pedattr.video.combine import TrackEvidence, crop_quality, crop_region
 from pedattr.video.detectors import Detector, build_detector
+from pedattr.video.gallery import GalleryCrop, TrackGallery, write_gallery
+from pedattr.video.page import write_index
 from pedattr.video.sources import Frame, FrameSource
 from pedattr.video.tracking import Tracker
 from pedattr.video.writers import (
@@ -97,6 +100,7 @@ class TrackResult:
     best_crop: Image.Image | None = field(default=None, repr=False)
     best_prediction: Prediction | None = field(default=None, repr=False)
     best_region: tuple[int, int, int, int] | None = None
+    gallery: list[GalleryCrop] = field(default_factory=list, repr=False)
 
     def best_boxes(self) -> dict[str, dict[str, list[float]]]:
         """The best crop's ALM boxes of the track's attributes, in pixels of the frame."""
@@ -112,7 +116,9 @@ class TrackResult:
             if name in self.best_prediction.boxes
         }
 
-    def record(self, thumbnail: str | None) -> dict[str, Any]:
+    def record(
+        self, thumbnail: str | None, gallery: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         """The ``tracks.jsonl`` object (frames counted from 1)."""
         return {
             "id": self.track_id,
@@ -133,6 +139,7 @@ class TrackResult:
             "best_region": None if self.best_region is None else list(self.best_region),
             "best_boxes": self.best_boxes(),
             "thumbnail": thumbnail,
+            "gallery": gallery or [],
         }
 
 
@@ -165,6 +172,7 @@ class _Track:
     best_prediction: Prediction | None = None
     best_region: tuple[int, int, int, int] | None = None
     attributes: list[str] = field(default_factory=list)
+    gallery: TrackGallery = field(default_factory=TrackGallery)
 
 
 def _source(source: FrameSource | str | os.PathLike, **options: Any) -> FrameSource:
@@ -318,6 +326,10 @@ class VideoPipeline:
             track = self._open[person.track_id]
             probs = np.array([prediction.probabilities[n] for n in self.names])
             track.evidence.add(probs, person.quality, frame.index)
+            crop = partial(crop_image, frame.pixels, person.region)
+            track.gallery.offer(
+                frame.index, frame.time, person.quality, person.region, crop, prediction.boxes
+            )
             if person.quality > track.best_quality:
                 track.best_quality, track.best_frame = person.quality, frame.index
                 track.best_crop = crop_image(frame.pixels, person.region)
@@ -378,6 +390,7 @@ class VideoPipeline:
             track.best_crop,
             track.best_prediction,
             track.best_region,
+            track.gallery.chosen(),
         )
 
     # --- writing the outputs ------------------------------------------------------------------
@@ -429,6 +442,7 @@ class VideoPipeline:
                     writer.close()
             summary = self._summary(source, counts, tracks.count, started, stopped, annotated)
             write_summary(paths["summary"], summary)
+            write_index(paths["tracks"].parent)
         return summary
 
     def _write_frame(
@@ -480,7 +494,8 @@ class VideoPipeline:
             path = thumbnail_path(folder, track.track_id)
             save_image(draw_attribute_boxes(track.best_crop, shown), path)
             thumbnail = f"{folder.name}/{path.name}"
-        writer.write(track.record(thumbnail))
+        gallery = write_gallery(track.gallery, folder, track.track_id, track.attributes)
+        writer.write(track.record(thumbnail, gallery))
 
     def _summary(
         self,
