@@ -455,7 +455,8 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
         required=True,
         nargs="+",
         metavar="CKPT",
-        help="pedattr checkpoint(s) (.safetensors); several are compared in --plot",
+        help="pedattr checkpoint(s) (.safetensors) or files `pedattr export` wrote (.onnx, "
+        "float32 or INT8, run by onnxruntime); several are compared in --plot",
     )
     p.add_argument(
         "--data", required=True, metavar="DATA_DIR", help="folder written by `pedattr prepare`"
@@ -671,7 +672,13 @@ examples:
   pedattr predict --checkpoint CKPT vtest.avi --every 100
   pedattr predict --checkpoint CKPT vtest.avi --crops people.csv""",
     )
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="pedattr checkpoint")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="CKPT",
+        help="pedattr checkpoint, or a .onnx file `pedattr export` wrote (run by onnxruntime; "
+        "no activation peaks)",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="images, folders, globs, videos")
     p.add_argument(
         "--json",
