@@ -56,7 +56,7 @@ from pedattr.models.localization import (
     points_to_pixels,
 )
 from pedattr.models.model import AttributeModel
-from pedattr.models.onnx_runtime import OnnxModel, is_onnx_path
+from pedattr.models.onnx_runtime import OnnxModel, import_onnx_package, is_onnx_path
 from pedattr.utils.device import resolve_device
 from pedattr.utils.json import json_safe
 
@@ -356,9 +356,8 @@ def _onnx_device(device: str) -> torch.device:
     """A device for onnxruntime: "auto" is CUDA only when this onnxruntime has CUDA."""
     if device != "auto":
         return resolve_device(device)
-    import onnxruntime
-
-    cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    ort = import_onnx_package("onnxruntime")  # or one line saying how to install it
+    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
     return resolve_device("auto") if cuda else torch.device("cpu")
 
 
