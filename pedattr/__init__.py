@@ -17,6 +17,8 @@ _LAZY = {
     "from_pretrained": "pedattr.checkpoint.pretrained",
     "save_pretrained": "pedattr.checkpoint.hub",
     "push_to_hub": "pedattr.checkpoint.hub",
+    "load_runner": "pedattr.checkpoint.format",
+    "OnnxModel": "pedattr.models.onnx_runtime",
     "save_checkpoint": "pedattr.checkpoint.format",
     "Prediction": "pedattr.inference.predictor",
     "Predictor": "pedattr.inference.predictor",
@@ -26,6 +28,7 @@ _LAZY = {
 __all__ = [
     "ModelConfig",
     "ModelOutput",
+    "OnnxModel",
     "Prediction",
     "Predictor",
     "VideoPipeline",
@@ -34,6 +37,7 @@ __all__ = [
     "from_pretrained",
     "load_model",
     "push_to_hub",
+    "load_runner",
     "save_checkpoint",
     "save_pretrained",
 ]

@@ -571,7 +571,12 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
         "chose on the validation split instead. The checkpoint's attributes must be the "
         "dataset's, in the same order.",
     )
-    _add_checkpoint_option(p, several=True, purpose="one or more; several are compared in --plot")
+    _add_checkpoint_option(
+        p,
+        several=True,
+        purpose="one or more, each a model or a .onnx file `pedattr export` wrote (float32 or "
+        "INT8, run by onnxruntime); several are compared in --plot",
+    )
     p.add_argument(
         "--data", required=True, metavar="DATA_DIR", help="folder written by `pedattr prepare`"
     )
@@ -786,7 +791,10 @@ examples:
   pedattr predict --checkpoint CKPT vtest.avi --every 100
   pedattr predict --checkpoint CKPT vtest.avi --crops people.csv""",
     )
-    _add_checkpoint_option(p)
+    _add_checkpoint_option(
+        p,
+        purpose="a model or a .onnx file `pedattr export` wrote (onnxruntime; no activation peaks)",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="images, folders, globs, videos")
     p.add_argument(
         "--json",
@@ -1137,8 +1145,24 @@ def _export(args: argparse.Namespace) -> int:
         raise ValueError(
             "nothing to write: give --onnx OUT.onnx, --exported-program OUT.pt2 or both"
         )
+    if args.int8 or args.calibration:
+        _check_int8_options(args)
     model = load_model(args.checkpoint)  # read once for both exports
-    if args.onnx:
+    if args.int8:
+        from pedattr.inference.quantize import export_int8, format_int8_result
+
+        result = export_int8(
+            args.checkpoint,
+            args.onnx,
+            calibration=args.calibration,
+            calibration_images=args.calibration_images,
+            opset=args.opset,
+            input_dtype=args.input_dtype,
+            check=not args.no_check,
+        )
+        print(format_onnx_description(describe_onnx(result.path)))
+        print(format_int8_result(result))
+    elif args.onnx:
         path = export_onnx(
             model,
             args.onnx,
@@ -1152,6 +1176,23 @@ def _export(args: argparse.Namespace) -> int:
         path = export_program(model, args.exported_program, check=not args.no_check)
         print(f"wrote {path} (torch.export program, {path.stat().st_size / 2**20:.1f} MB)")
     return 0
+
+
+def _check_int8_options(args: argparse.Namespace) -> None:
+    """--int8, --calibration and the float export's options go together or not at all."""
+    if not args.int8:
+        raise ValueError("--calibration applies to --int8 (a statically quantised export)")
+    if not args.calibration:
+        raise ValueError(
+            "--int8 needs --calibration DATA_DIR: a prepared dataset with the model's attributes "
+            "whose validation images calibrate the quantisation"
+        )
+    if not args.onnx:
+        raise ValueError("--int8 writes an ONNX file: give --onnx OUT.onnx")
+    if args.batch:
+        raise ValueError("--batch applies to the float export; an INT8 export has a dynamic batch")
+    if args.opset < 13:
+        raise ValueError(f"--int8 needs --opset 13 or newer (per-channel QDQ), got {args.opset}")
 
 
 def _add_export(subparsers: argparse._SubParsersAction) -> None:
@@ -1199,6 +1240,27 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
         "--no-check",
         action="store_true",
         help="skip the checker and the parity check against PyTorch",
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="write a statically quantised INT8 model (onnxruntime QDQ, per-channel int8 "
+        "weights, uint8 activations; the first convolution and the heads after the pyramid "
+        "stay float) to --onnx; needs --calibration",
+    )
+    p.add_argument(
+        "--calibration",
+        metavar="DATA_DIR",
+        help="with --int8: prepared dataset (the model's attributes, in order) whose validation "
+        "images calibrate the activations' ranges",
+    )
+    # Literal default: pedattr.inference.quantize.DEFAULT_CALIBRATION_IMAGES.
+    p.add_argument(
+        "--calibration-images",
+        type=_int_at_least(8),
+        default=256,
+        metavar="N",
+        help="with --int8: at most N validation images calibrate (at least 8; default 256)",
     )
     p.set_defaults(func=_export)
 
