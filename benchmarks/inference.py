@@ -205,22 +205,11 @@ def onnxruntime_sessions(
     modules: dict[str, ExportModule], folder: Path, opset: int, threads: int
 ) -> dict[str, object]:
     """One CPU session per model, from files exported (with the parity check) into ``folder``."""
-    import onnxruntime as ort
 
     sessions = {}
     for name, module in modules.items():
         path = export_onnx(module.model, folder / f"{name}.onnx", opset=opset)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        # No busy-waiting between calls: two sessions timed in turn would otherwise have the
-        # idle one's spinning threads take cores from the one being timed.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        sessions[name] = ort.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
+        sessions[name] = _session(path, threads)
     return sessions
 
 
@@ -241,6 +230,8 @@ def _session(path: Path, threads: int) -> object:
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # No busy-waiting between calls: two sessions timed in turn would otherwise have the
+    # idle one's spinning threads take cores from the one being timed.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 

@@ -151,3 +151,17 @@ def hub_snapshot(cache: Path, repo_id: str, ref: str = "main") -> Path:
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True, exist_ok=True)
     return snapshot
+
+
+def write_plain_onnx(path: Path) -> Path:
+    """An ONNX model without pedattr's metadata: a single Identity node."""
+    import onnx
+
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])],
+        "plain",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    onnx.save(onnx.helper.make_model(graph), str(path))
+    return path

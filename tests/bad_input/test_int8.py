@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import onnx
 import pytest
 import torch
 
@@ -14,7 +13,7 @@ import pedattr
 from pedattr.cli import main
 from pedattr.inference import export as export_module
 from pedattr.inference.export import export_onnx
-from tests.helpers import LEARNABLE_ATTRIBUTES, TINY_MODEL, make_prepared_dataset
+from tests.helpers import LEARNABLE_ATTRIBUTES, TINY_MODEL, make_prepared_dataset, write_plain_onnx
 
 pytest.importorskip("onnxruntime")
 
@@ -122,13 +121,6 @@ def test_eval_of_an_onnx_model_on_mismatched_data(data, tmp_path, capsys):
 
 
 def test_eval_of_an_onnx_file_that_is_not_a_pedattr_export(data, tmp_path, capsys):
-    plain = tmp_path / "plain.onnx"
-    graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("Identity", ["x"], ["y"])],
-        "plain",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
-    )
-    onnx.save(onnx.helper.make_model(graph), str(plain))
+    plain = write_plain_onnx(tmp_path / "plain.onnx")
     argv = ["eval", "--checkpoint", str(plain), "--data", str(data), "--device", "cpu"]
     _refused(capsys, argv, str(plain), "without pedattr's metadata", "pedattr export")

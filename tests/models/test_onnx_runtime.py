@@ -17,7 +17,7 @@ from pedattr.inference.export import PARITY_TOLERANCE, example_images, export_on
 from pedattr.inference.predictor import Predictor
 from pedattr.models.localization import level_sizes
 from pedattr.models.onnx_runtime import OnnxModel, OnnxModelError
-from tests.helpers import LEARNABLE_ATTRIBUTES, TINY_MODEL
+from tests.helpers import LEARNABLE_ATTRIBUTES, TINY_MODEL, write_plain_onnx
 
 pytest.importorskip("onnxruntime")
 
@@ -147,14 +147,7 @@ def test_eval_on_onnx_equals_eval_on_the_checkpoint(files, data):
 
 
 def test_not_a_pedattr_export_is_refused(tmp_path):
-    plain = tmp_path / "plain.onnx"
-    graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("Identity", ["x"], ["y"])],
-        "plain",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
-    )
-    onnx.save(onnx.helper.make_model(graph), str(plain))
+    plain = write_plain_onnx(tmp_path / "plain.onnx")
     with pytest.raises(OnnxModelError, match="without pedattr's metadata"):
         OnnxModel(plain)
     garbage = tmp_path / "garbage.onnx"
