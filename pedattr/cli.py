@@ -871,6 +871,151 @@ examples:
     )
 
 
+def _size(text: str) -> int:
+    """A byte count: a whole number, optionally with KB, MB or GB (powers of 1024)."""
+    units = {"KB": 2**10, "MB": 2**20, "GB": 2**30}
+    number, unit = text.strip(), 1
+    for suffix, factor in units.items():
+        if number.upper().endswith(suffix):
+            number, unit = number[: -len(suffix)].strip(), factor
+    value = _whole_number(number) * unit
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    # LitServe binds only ports 1024..65535.
+    return _int_at_least(1024, 65535)(text)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from pedattr.inference.serve import ServeSettings, run_server
+    except ImportError as err:
+        raise ValueError(
+            f"pedattr serve needs LitServe: pip install 'pedattr[serve]' ({err})"
+        ) from None
+
+    settings = ServeSettings(
+        checkpoint=args.checkpoint,
+        engine=args.engine,
+        device=args.device,
+        thresholds=args.thresholds,
+        workers=args.workers,
+        max_batch_size=args.max_batch_size,
+        batch_timeout=args.batch_timeout,
+        max_request_size=args.max_request_size,
+        max_images=args.max_images,
+        max_pixels=args.max_pixels,
+        peaks=not args.no_peaks,
+    )
+    run_server(settings, host=args.host, port=args.port)
+    return 0
+
+
+def _add_serve(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve a model over HTTP with dynamic batching (LitServe)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Serve a checkpoint (or, with --engine onnxruntime, an exported .onnx model)
+over HTTP on LitServe, which gathers concurrent requests into batches.
+Needs `pip install 'pedattr[serve]'`.
+
+  POST /predict  images as multipart file fields named `image`, or JSON
+                 {"images": [BASE64, ...], "names": [NAME, ...]}; answers a
+                 JSON list of the records `pedattr predict --json` writes
+  GET /model     attributes, thresholds, input size, the model's settings
+  GET /health    200 once the workers have loaded the model
+
+A bad request (not an image, a truncated image, too many pixels, an empty or
+too large body, a wrong content type, an unknown field, bad base64) is
+answered with a 4xx status and {"error": "one line"}; the service goes on.""",
+        epilog="""\
+examples:
+  pedattr serve --checkpoint runs/demo/run/best.safetensors
+  pedattr serve --checkpoint CKPT --device cuda --max-batch-size 64 --port 8080
+  curl -F image=@person.jpg http://127.0.0.1:8000/predict""",
+    )
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help="pedattr checkpoint")
+    p.add_argument(
+        "--engine",
+        default="torch",
+        choices=("torch", "onnxruntime"),
+        help="torch: a checkpoint; onnxruntime: an exported .onnx model (default torch)",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        choices=("127.0.0.1", "0.0.0.0", "::"),
+        help="address to listen on: this machine only (default) or every interface",
+    )
+    p.add_argument("--port", type=_port, default=8000, help="port, 1024 to 65535 (default 8000)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default auto)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="inference worker processes, each with its own copy of the model (default 1)",
+    )
+    p.add_argument(
+        "--max-batch-size",
+        type=_positive_int,
+        default=32,
+        metavar="N",
+        help="requests gathered into one batch, and images per forward pass (default 32)",
+    )
+    p.add_argument(
+        "--batch-timeout",
+        type=_non_negative_float,
+        default=0.01,
+        metavar="SECONDS",
+        help="how long a worker waits for a batch to fill (default 0.01)",
+    )
+    p.add_argument(
+        "--max-request-size",
+        type=_size,
+        default=16 * 2**20,
+        metavar="BYTES",
+        help="largest request body, e.g. 16MB (default 16MB); larger ones are answered 413",
+    )
+    p.add_argument(
+        "--max-images",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="most images in one request (default 64)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=25_000_000,
+        metavar="N",
+        help="most pixels (width x height) in one image (default 25000000); larger ones are "
+        "answered 413 before they are decoded",
+    )
+    p.add_argument(
+        "--thresholds",
+        default="default",
+        choices=("default", "calibrated"),
+        help="default: 0.5 for every attribute; calibrated: the thresholds stored by "
+        "`pedattr calibrate`",
+    )
+    p.add_argument(
+        "--no-peaks",
+        action="store_true",
+        help="leave out where the activation maps peak (as `pedattr predict --no-peaks`)",
+    )
+    p.set_defaults(func=_serve, interrupted="stopped")
+
+
 def _export(args: argparse.Namespace) -> int:
     from pedattr.checkpoint.format import load_model
     from pedattr.inference.export import (
@@ -1096,6 +1241,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_calibrate,
         _add_predict,
         _add_track,
+        _add_serve,
         _add_export,
         _add_experiment,
     ):
