@@ -975,9 +975,11 @@ examples:
     p.add_argument(
         "--batch-timeout",
         type=_non_negative_float,
-        default=0.01,
+        default=0.05,
         metavar="SECONDS",
-        help="how long a worker waits for a batch to fill (default 0.01)",
+        help="how long a worker waits, after a request arrives, for more to fill its batch: "
+        "longer fills batches better under load, shorter answers a lone client sooner "
+        "(default 0.05)",
     )
     p.add_argument(
         "--max-request-size",

@@ -42,7 +42,9 @@ import asyncio
 import base64
 import binascii
 import json
+import os
 import re
+import signal
 import time
 import uuid
 import warnings
@@ -50,19 +52,23 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from io import BytesIO
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import litserve as ls
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
+from litserve.loops import BatchedLoop
+from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError  # what ends a worker's loop
 from litserve.specs.base import LitSpec
-from litserve.utils import LitAPIStatus, ResponseBufferItem
+from litserve.utils import LitAPIStatus, LoopResponseType, ResponseBufferItem
 from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from pedattr._version import __version__
+from pedattr.errors import Interrupted
 from pedattr.inference.predictor import (
     ImageInput,
     Prediction,
@@ -111,7 +117,7 @@ class ServeSettings:
     thresholds: str = "default"
     workers: int = 1
     max_batch_size: int = 32
-    batch_timeout: float = 0.01
+    batch_timeout: float = 0.05
     max_request_size: int = 16 * 2**20
     max_images: int = 64
     max_pixels: int = 25_000_000
@@ -329,15 +335,64 @@ def encode_results(results: Sequence[Prediction | PredictionFailure]) -> Any:
     return [result.to_dict() for result in results]
 
 
+class GatheringLoop(BatchedLoop):
+    """LitServe's batched loop, gathering each batch by blocking reads of the queue.
+
+    LitServe 0.2's own gathering polls the queue (a manager process) every millisecond while
+    it waits for a batch to fill, and starts a new wait as soon as one ends, so an idle worker
+    keeps the worker and the manager busy; on a 2-core CPU that polling takes the cores the
+    model needs. This one waits for the first request (at most a second, so that it notices
+    the shutdown sentinel), then for more until the batch is full or ``batch_timeout`` has
+    passed since the first arrived, then takes whatever else is already queued, up to
+    ``max_batch_size``.
+    """
+
+    def get_batch_requests(
+        self, lit_api: ls.LitAPI, request_queue: Any, transport: Any
+    ) -> tuple[list, list]:
+        payloads: list = []
+        timed_out: list = []
+        try:
+            item = request_queue.get(timeout=1.0)
+        except Empty:
+            return payloads, timed_out
+        deadline = time.monotonic() + lit_api.batch_timeout
+        while True:
+            if item == _SENTINEL_VALUE:
+                raise _StopLoopError()
+            response_queue_id, uid, queued_at, payload = item
+            self.put_response(
+                transport, response_queue_id, uid, (), LitAPIStatus.START, LoopResponseType.REGULAR
+            )
+            waited = time.monotonic() - queued_at
+            if lit_api.request_timeout not in (-1, False) and waited > lit_api.request_timeout:
+                timed_out.append((response_queue_id, uid))
+            else:
+                payloads.append((response_queue_id, uid, payload))
+            if len(payloads) >= lit_api.max_batch_size:
+                return payloads, timed_out
+            remaining = deadline - time.monotonic()
+            try:
+                if remaining > 0:
+                    item = request_queue.get(timeout=remaining)
+                else:
+                    item = request_queue.get_nowait()
+            except Empty:
+                return payloads, timed_out
+
+
 class AttributeAPI(ls.LitAPI):
     """The inference side: decode a batch of requests' images and predict them together."""
 
     def __init__(self, settings: ServeSettings, spec: LitSpec) -> None:
-        super().__init__(
-            max_batch_size=settings.max_batch_size,
-            batch_timeout=settings.batch_timeout,
-            spec=spec,
-        )
+        with warnings.catch_warnings():  # batch() and unbatch() with max_batch_size 1 are fine
+            warnings.simplefilter("ignore", UserWarning)
+            super().__init__(
+                max_batch_size=settings.max_batch_size,
+                batch_timeout=settings.batch_timeout,
+                spec=spec,
+                loop=GatheringLoop(),
+            )
         self.settings = settings
 
     def setup(self, device: str) -> None:
@@ -349,19 +404,17 @@ class AttributeAPI(ls.LitAPI):
     def batch(self, inputs: list[list[Any]]) -> list[list[Any]]:
         return inputs
 
-    def predict(self, x: list[Any], **kwargs: Any) -> list[Any]:
-        # Without batching (max_batch_size 1) LitServe passes one request, not a list of them.
-        requests = x if self.max_batch_size > 1 else [x]
-        images = [image for request in requests for image in request]
+    def predict(self, x: list[list[Any]], **kwargs: Any) -> list[list[Any]]:
+        images = [image for request in x for image in request]
         results = list(self.predictor.predict_iter(images))
-        answers = split_results(results, [len(request) for request in requests])
-        return answers if self.max_batch_size > 1 else answers[0]
+        return split_results(results, [len(request) for request in x])
 
     def unbatch(self, output: list[Any]) -> list[Any]:
         return output
 
     def encode_response(self, output: Sequence[Any], **kwargs: Any) -> Any:
-        return encode_results(output)
+        # The records are made in the HTTP process (encode_results), which has the less work.
+        return output
 
 
 # --- the routes (HTTP process) ----------------------------------------------------------------
@@ -440,9 +493,10 @@ class PredictSpec(LitSpec):
             if timed_out:
                 return error_response(504, "the request waited too long in the queue")
             return error_response(500, "the model failed on this batch; see the server's log")
-        if isinstance(output, dict):
-            return error_response(output["status"], output["error"])
-        return JSONResponse(output)
+        answer = encode_results(output)
+        if isinstance(answer, dict):
+            return error_response(answer["status"], answer["error"])
+        return JSONResponse(answer)
 
 
 # --- the server -------------------------------------------------------------------------------
@@ -493,9 +547,24 @@ def build_server(settings: ServeSettings) -> ls.LitServer:
     )
 
 
+def _stop_quietly_in_children() -> None:
+    """SIGTERM stops the server gracefully (LitServe's shutdown, on KeyboardInterrupt) in this
+    process; in the HTTP processes LitServe forks from it, which inherit the handler and
+    re-raise SIGTERM once uvicorn has shut down, it ends them without a traceback."""
+    main_pid = os.getpid()
+
+    def stop(signum: int, frame: object) -> None:  # noqa: ARG001
+        if os.getpid() == main_pid:
+            raise Interrupted(signum)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def run_server(settings: ServeSettings, *, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve until Ctrl-C or SIGTERM."""
+    """Serve until Ctrl-C or SIGTERM, then stop every process it started."""
     server = build_server(settings)
+    _stop_quietly_in_children()
     print(
         f"serving {settings.checkpoint} on http://{host}:{port} "
         "(POST /predict, GET /model, GET /health); Ctrl-C stops",
