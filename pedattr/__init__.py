@@ -14,6 +14,8 @@ _LAZY = {
     "ModelConfig": "pedattr.models.config",
     "ModelOutput": "pedattr.models.model",
     "load_model": "pedattr.checkpoint.format",
+    "load_runner": "pedattr.checkpoint.format",
+    "OnnxModel": "pedattr.models.onnx_runtime",
     "save_checkpoint": "pedattr.checkpoint.format",
     "Prediction": "pedattr.inference.predictor",
     "Predictor": "pedattr.inference.predictor",
@@ -23,12 +25,14 @@ _LAZY = {
 __all__ = [
     "ModelConfig",
     "ModelOutput",
+    "OnnxModel",
     "Prediction",
     "Predictor",
     "VideoPipeline",
     "__version__",
     "build_model",
     "load_model",
+    "load_runner",
     "save_checkpoint",
 ]
 

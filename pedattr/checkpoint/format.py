@@ -24,6 +24,7 @@ from torch import Tensor
 from pedattr._version import __version__
 from pedattr.models.config import ModelConfig, option_problem
 from pedattr.models.model import AttributeModel, build_from_config
+from pedattr.models.onnx_runtime import OnnxModel, is_onnx_path
 from pedattr.models.weight_files import state_dict_mismatch
 from pedattr.utils.io import atomic_write
 from pedattr.utils.json import json_safe
@@ -301,3 +302,21 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> A
     stored in the checkpoint are attached as ``model.thresholds`` (None means 0.5 each).
     """
     return model_from_checkpoint(load_checkpoint(path), path).to(device).eval()
+
+
+def load_runner(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> AttributeModel | OnnxModel:
+    """What runs a model file: a PyTorch model for a checkpoint (:func:`load_model`), an
+    onnxruntime :class:`~pedattr.models.onnx_runtime.OnnxModel` for an exported ``.onnx``.
+
+    Both carry ``config``, ``attribute_names`` and ``thresholds``, and
+    :func:`pedattr.evaluation.forward.forward_batch` runs either.
+
+    Raises:
+        CheckpointError: the checkpoint cannot be used.
+        OnnxModelError: the ``.onnx`` file is not a usable pedattr export.
+    """
+    if is_onnx_path(path):
+        return OnnxModel(path, device=device)
+    return load_model(path, device=device)

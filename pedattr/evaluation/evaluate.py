@@ -40,6 +40,7 @@ from pedattr.evaluation.evaluators import (
 from pedattr.evaluation.forward import Predictions
 from pedattr.evaluation.localization import LocalizationReport, format_localization_table
 from pedattr.evaluation.metrics import MetricsReport, format_metrics_table
+from pedattr.models.onnx_runtime import OnnxModel, is_onnx_path
 from pedattr.utils.json import json_safe
 
 # Importable from here as before the evaluators had their own module.
@@ -274,7 +275,9 @@ def checkpoint_report(
     :class:`~pedattr.evaluation.evaluators.LocalizationEvaluator` see every batch.
 
     Args:
-        checkpoint: a pedattr checkpoint (``.safetensors``).
+        checkpoint: a pedattr checkpoint (``.safetensors``), or a model ``pedattr export``
+            wrote (``.onnx``, float32 or INT8), which onnxruntime runs; its metadata gives
+            the attributes and thresholds, and it has no activation peaks to score.
         data: the folder ``pedattr prepare`` wrote, or its loaded description.
         split: "train", "val", "test" or "trainval".
         thresholds: "default" (0.5 for every attribute, comparable with published numbers) or
@@ -301,10 +304,8 @@ def checkpoint_report(
             split name.
     """
     check_tolerance(tolerance)  # before minutes of prediction
-    stored = load_checkpoint(checkpoint)  # read once: the weights and the run that wrote them
-    model = model_from_checkpoint(stored, checkpoint).to(device).eval()
+    model, run = _model_and_run(checkpoint, device)
     chosen = resolve_thresholds(model, checkpoint, thresholds)  # before minutes of prediction
-    run = stored.extra.get("run")
     description = with_training_split(load_description(data), split, run, checkpoint)
     names = list(model.attribute_names)
     check_attributes(
@@ -342,6 +343,17 @@ def checkpoint_report(
         metrics=metrics,
         localization=located_report[0] if located_report else None,
     )
+
+
+def _model_and_run(
+    path: str | os.PathLike, device: torch.device | str
+) -> tuple[nn.Module | OnnxModel, dict | None]:
+    """The model a file holds, on ``device``, and the training run it records (None for an
+    exported ``.onnx`` model, which onnxruntime runs)."""
+    if is_onnx_path(path):
+        return OnnxModel(path, device=device), None
+    stored = load_checkpoint(path)  # read once: the weights and the run that wrote them
+    return model_from_checkpoint(stored, path).to(device).eval(), stored.extra.get("run")
 
 
 def evaluate_checkpoint(

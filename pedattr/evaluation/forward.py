@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from pedattr.data.dataset import Batch
 from pedattr.models.localization import max_vote_branch, recording_activation_peaks
+from pedattr.models.onnx_runtime import OnnxModel
 
 
 @dataclass
@@ -85,6 +86,8 @@ def forward_batch(
     Returns:
         The batch's :class:`BatchOutput`.
     """
+    if isinstance(model, OnnxModel):
+        return _onnx_forward(model, images, part_boxes)
     device = _model_device(model) if device is None else torch.device(device)
     inputs = {}
     if part_boxes is not None:  # per-image body parts for a rigid-parts model
@@ -106,6 +109,31 @@ def forward_batch(
         boxes=boxes,
         winners=winners.astype(np.int64),
         peaks=recorded[0].numpy() if recorded else None,
+    )
+
+
+def _onnx_forward(model: OnnxModel, images: Tensor, part_boxes: Tensor | None) -> BatchOutput:
+    """:func:`forward_batch` for an exported model: its outputs as a PyTorch model's.
+
+    The graph returns probabilities rather than logits; the max vote's winner is the branch
+    with the largest probability, the same as the largest logit (the sigmoid is increasing)
+    except where float32 probabilities saturate to equal values, where the lower level wins as
+    for ties of logits. An exported graph has no activation maps, so no peaks.
+    """
+    if part_boxes is not None:
+        raise ValueError(
+            f"{model.path}: an exported rigid-parts model places its parts by fixed proportions; "
+            "it takes no per-image part regions"
+        )
+    outputs = model.run(images)
+    probs = np.asarray(outputs["probabilities"], dtype=np.float32)
+    if "boxes" not in outputs:  # the baseline: its one branch is the global one
+        return BatchOutput(probs=probs, boxes=None, winners=np.zeros(probs.shape, np.int64))
+    branches = np.asarray(outputs["branch_probabilities"], dtype=np.float32)  # [B, branches, M]
+    return BatchOutput(
+        probs=probs,
+        boxes=np.asarray(outputs["boxes"], dtype=np.float32),
+        winners=max_vote_branch(list(branches.transpose(1, 0, 2))).astype(np.int64),
     )
 
 

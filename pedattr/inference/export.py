@@ -41,8 +41,16 @@ from torch import Tensor, nn
 from pedattr._version import __version__
 from pedattr.checkpoint.format import load_model, non_finite_tensors
 from pedattr.errors import RunFailed
+from pedattr.models.localization import level_sizes
 from pedattr.models.model import AttributeModel
 from pedattr.models.normalization import NORMALIZATIONS
+
+# The metadata reader lives below evaluation, which runs exported models; importable from here
+# as before.
+from pedattr.models.onnx_runtime import INPUT_NAME, import_onnx_package
+from pedattr.models.onnx_runtime import JSON_METADATA as _JSON_METADATA
+from pedattr.models.onnx_runtime import metadata_of as _metadata_of
+from pedattr.models.onnx_runtime import read_onnx_metadata as read_onnx_metadata
 from pedattr.utils.io import atomic_write
 
 #: Opsets the ONNX export accepts: from 7 (the oldest opset the exporter and onnxruntime
@@ -55,7 +63,6 @@ PARITY_TOLERANCE = 1e-4
 #: Batch size of the parity check: different from the default trace batch (2), so that it
 #: exercises the dynamic batch axis.
 PARITY_BATCH = 3
-INPUT_NAME = "images"
 INPUT_DTYPES = ("float32", "uint8")
 
 #: What each output holds; stored in the ONNX metadata under "outputs".
@@ -70,17 +77,6 @@ OUTPUT_MEANINGS = {
     "branch_probabilities": "[batch, branches, M] float32, ALM only: sigmoid of each supervised "
     "branch's logits: levels 3b, 4d, 5b, then the global branch",
 }
-#: Metadata values stored as JSON (the others are plain strings).
-_JSON_METADATA = (
-    "attribute_names",
-    "input_size",
-    "input",
-    "normalization",
-    "thresholds",
-    "outputs",
-    "model_config",
-    "parity",
-)
 
 
 class ExportError(RunFailed):
@@ -113,14 +109,7 @@ def output_names(model: AttributeModel) -> tuple[str, ...]:
 
 def _import(name: str):
     """Import onnx or onnxruntime, or say how to install them."""
-    import importlib
-
-    try:
-        return importlib.import_module(name)
-    except ImportError as err:
-        raise ExportError(
-            f"ONNX export needs the {name} package: pip install 'pedattr[onnx]'"
-        ) from err
+    return import_onnx_package(name, ExportError)
 
 
 def _load(model_or_checkpoint: AttributeModel | str | os.PathLike) -> AttributeModel:
@@ -220,6 +209,8 @@ def metadata_document(
         "outputs": {name: OUTPUT_MEANINGS[name] for name in output_names(model)},
         "model_config": config.to_dict(),
     }
+    if config.has_boxes:  # a runtime maps boxes to pixels with them (no model to measure)
+        document["level_sizes"] = [list(size) for size in level_sizes(model, (height, width))]
     if parity is not None:
         document["parity"] = dict(parity)
     return document
@@ -230,21 +221,6 @@ def onnx_metadata(document: Mapping[str, Any]) -> dict[str, str]:
     return {
         key: json.dumps(value) if key in _JSON_METADATA else str(value)
         for key, value in document.items()
-    }
-
-
-def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The pedattr metadata of an exported ONNX file, JSON values decoded."""
-    onnx = _import("onnx")
-
-    return _metadata_of(onnx.load(str(path), load_external_data=False))
-
-
-def _metadata_of(proto: Any) -> dict[str, Any]:
-    """An ONNX ModelProto's pedattr metadata, JSON values decoded."""
-    return {
-        prop.key: json.loads(prop.value) if prop.key in _JSON_METADATA else prop.value
-        for prop in proto.metadata_props
     }
 
 

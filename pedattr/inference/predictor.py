@@ -39,7 +39,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from pedattr.checkpoint.format import load_model
+from pedattr.checkpoint.format import load_runner
 from pedattr.checkpoint.thresholds import resolve_thresholds
 from pedattr.data.dataset import (
     build_transform,
@@ -56,6 +56,7 @@ from pedattr.models.localization import (
     points_to_pixels,
 )
 from pedattr.models.model import AttributeModel
+from pedattr.models.onnx_runtime import OnnxModel, is_onnx_path
 from pedattr.utils.device import resolve_device
 from pedattr.utils.json import json_safe
 
@@ -347,6 +348,20 @@ def _preview(image: Image.Image) -> Image.Image:
     return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
+def _parameter_device(model: AttributeModel) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _onnx_device(device: str) -> torch.device:
+    """A device for onnxruntime: "auto" is CUDA only when this onnxruntime has CUDA."""
+    if device != "auto":
+        return resolve_device(device)
+    import onnxruntime
+
+    cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    return resolve_device("auto") if cuda else torch.device("cpu")
+
+
 def _batched(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
@@ -383,7 +398,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: AttributeModel,
+        model: AttributeModel | OnnxModel,
         *,
         device: str | torch.device | None = None,
         thresholds: str | float | Sequence[float] = "default",
@@ -397,12 +412,13 @@ class Predictor:
         if isinstance(device, str):
             device = resolve_device(device)
         self.model = (model if device is None else model.to(device)).eval()
-        self.device = next(model.parameters()).device
+        self.device = model.device if isinstance(model, OnnxModel) else _parameter_device(model)
         self.source = source
         self.attribute_names = list(model.attribute_names)
         self.thresholds = self._resolve_thresholds(thresholds)
         self.batch_size = int(batch_size)
-        self.peaks = bool(peaks)
+        # An exported graph has no activation maps: its predictions carry no peaks.
+        self.peaks = bool(peaks) and not isinstance(model, OnnxModel)
         self.workers = workers if workers is not None else min(4, os.cpu_count() or 1)
         self.input_size: tuple[int, int] = tuple(model.config.input_size)
         self.transform = build_transform(self.input_size, train=False)
@@ -422,14 +438,17 @@ class Predictor:
         workers: int | None = None,
         peaks: bool = True,
     ) -> Predictor:
-        """A predictor for a pedattr checkpoint (``.safetensors``).
+        """A predictor for a pedattr checkpoint (``.safetensors``) or an exported ``.onnx``
+        model (run by onnxruntime: :class:`~pedattr.models.onnx_runtime.OnnxModel`; its
+        predictions carry no activation peaks).
 
         Raises:
             CheckpointError: the file is not a usable checkpoint (e.g. a newer format version).
+            OnnxModelError: the ``.onnx`` file is not a usable pedattr export.
         """
         if isinstance(device, str):
-            device = resolve_device(device)
-        model = load_model(path, device=device)
+            device = _onnx_device(device) if is_onnx_path(path) else resolve_device(device)
+        model = load_runner(path, device=device)
         return cls(
             model,
             thresholds=thresholds,

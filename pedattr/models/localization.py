@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from pedattr.models.alm import AttributeLocalization
 from pedattr.models.bninception import TAPS
+from pedattr.models.onnx_runtime import OnnxModel
 from pedattr.models.pyramid import level_maps
 from pedattr.utils.arrays import to_numpy
 
@@ -78,6 +79,8 @@ def level_sizes(model: nn.Module, input_size: tuple[int, int]) -> list[tuple[int
     Raises:
         ValueError: the model has no pyramid levels (e.g. the baseline).
     """
+    if isinstance(model, OnnxModel):  # the export recorded them (at its fixed input size)
+        return model.level_sizes()
     heads = getattr(model, "level_heads", None)
     if not heads:
         raise ValueError("the model has no ALM pyramid levels (the baseline has no boxes)")
