@@ -46,4 +46,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     try:
         yield Served(url, process, checkpoint, **limits)
     finally:
-        stop_server(process)
+        status = stop_server(process)
+    # SIGTERM is how a service is stopped: gracefully, every process with it, no traceback.
+    assert status == 0
+    assert "Traceback" not in checkpoint.with_name(f"serve-{url.rsplit(':', 1)[1]}.log").read_text()

@@ -51,7 +51,6 @@ import warnings
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from io import BytesIO
-from pathlib import Path
 from queue import Empty
 from typing import Any
 
@@ -76,6 +75,7 @@ from pedattr.inference.predictor import (
     Predictor,
     describe_error,
 )
+from pedattr.models.onnx_runtime import import_onnx_package, is_onnx_path
 from pedattr.utils.device import resolve_device
 
 #: The engines ``--engine`` names: a PyTorch checkpoint, or an exported ``.onnx`` model.
@@ -442,6 +442,8 @@ def model_description(predictor: Predictor, settings: ServeSettings) -> dict[str
         "input_size": {"height": height, "width": width},
         "levels": list(predictor.level_names),
         "model": config.to_dict(),
+        # What `pedattr export --int8` recorded, for an exported model (None: float).
+        "quantization": getattr(predictor.model, "quantization", None),
         "serving": limits,
     }
 
@@ -506,7 +508,7 @@ def check_engine(settings: ServeSettings) -> None:
     """Refuse an engine that does not run this model file, naming both."""
     if settings.engine not in ENGINES:
         raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {settings.engine!r}")
-    onnx = Path(settings.checkpoint).suffix.lower() == ".onnx"
+    onnx = is_onnx_path(settings.checkpoint)
     if settings.engine == "torch" and onnx:
         raise ValueError(
             f"{settings.checkpoint}: an exported ONNX model; serve it with --engine onnxruntime"
@@ -518,8 +520,13 @@ def check_engine(settings: ServeSettings) -> None:
         )
 
 
-def _accelerator(device: str) -> dict[str, Any]:
-    """LitServer's accelerator and devices for a resolved torch device name."""
+def _accelerator(settings: ServeSettings) -> dict[str, Any]:
+    """LitServer's accelerator and devices for the settings' device; "auto" is CUDA only where
+    the engine can use it (onnxruntime without its CUDA build runs on the CPU)."""
+    device = settings.device
+    if device == "auto" and settings.engine == "onnxruntime":
+        ort = import_onnx_package("onnxruntime")
+        device = "auto" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
     resolved = resolve_device(device)
     if resolved.type == "cpu":
         return {"accelerator": "cpu", "devices": 1}
@@ -535,7 +542,7 @@ def build_server(settings: ServeSettings) -> ls.LitServer:
         ValueError, CheckpointError, FileNotFoundError: a bad setting or model file.
     """
     check_engine(settings)
-    placement = _accelerator(settings.device)
+    placement = _accelerator(settings)
     description = model_description(load_predictor(settings, "cpu"), settings)
     spec = PredictSpec(settings, description)
     api = AttributeAPI(settings, spec)

@@ -24,7 +24,13 @@ from pedattr.checkpoint.format import load_model  # noqa: E402
 from pedattr.cli import main  # noqa: E402
 from pedattr.inference import serve  # noqa: E402
 from pedattr.inference.predictor import Prediction, PredictionFailure  # noqa: E402
-from tests.helpers import LEARNABLE_ATTRIBUTES, assert_json_close, learnable_image  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    LEARNABLE_ATTRIBUTES,
+    assert_json_close,
+    learnable_image,
+    start_server,
+    stop_server,
+)
 
 #: Probabilities of an image batched with other images than in `pedattr predict` may differ
 #: in the last bits (another batch size can take other kernels).
@@ -200,3 +206,27 @@ def test_clients_that_hang_up_do_not_break_a_batch(served, tmp_path, monkeypatch
         assert_json_close(found, wanted, rel=RTOL, abs_=ATOL)
     assert served.process.poll() is None
     assert requests.get(f"{served.url}/health", timeout=10).status_code == 200
+
+
+@pytest.mark.slow
+def test_onnxruntime_engine_serves_an_exported_model(served, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("onnxruntime")
+    from pedattr.inference.export import export_onnx
+
+    model = export_onnx(served.checkpoint, tmp_path / "model.onnx")
+    names = write_images(tmp_path / "images", 3, seed=3)
+    expected = predict_json(model, tmp_path / "images", names, monkeypatch, capsys)
+    process, url = start_server(model, "--engine", "onnxruntime")
+    try:
+        described = requests.get(f"{url}/model", timeout=10).json()
+        answer = requests.post(
+            f"{url}/predict", files=multipart(tmp_path / "images", names), timeout=60
+        )
+    finally:
+        assert stop_server(process) == 0
+    assert described["engine"] == "onnxruntime"
+    assert described["attributes"] == list(LEARNABLE_ATTRIBUTES)
+    assert described["quantization"] is None
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == expected
+    assert all(record["peaks"] == {} for record in expected)  # the graph has no activation maps
