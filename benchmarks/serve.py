@@ -79,7 +79,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--engine", default="torch", choices=("torch", "onnxruntime"))
     parser.add_argument("--max-batch-size", type=int, default=32)
-    parser.add_argument("--batch-timeout", type=float, default=0.05)
+    parser.add_argument("--batch-timeout", type=float, default=0.01)
     parser.add_argument("--workers", type=int, default=1, help="inference workers (default 1)")
     parser.add_argument(
         "--threads",

@@ -975,11 +975,10 @@ examples:
     p.add_argument(
         "--batch-timeout",
         type=_non_negative_float,
-        default=0.05,
+        default=0.01,
         metavar="SECONDS",
-        help="how long a worker waits, after a request arrives, for more to fill its batch: "
-        "longer fills batches better under load, shorter answers a lone client sooner "
-        "(default 0.05)",
+        help="how long an idle worker waits, after a request arrives, for others to join its "
+        "batch (a busy one takes what queued up meanwhile at once; default 0.01)",
     )
     p.add_argument(
         "--max-request-size",

@@ -11,9 +11,9 @@ Endpoints:
 * ``GET /health``: LitServe's own; 200 ``ok`` once every inference worker has loaded the model.
 
 Where the work happens. LitServe runs an HTTP process (FastAPI) and inference worker processes
-joined by a queue; a worker takes up to ``max_batch_size`` queued requests, waiting at most
-``batch_timeout`` seconds for them, and runs them as one batch. Two of LitServe's behaviours
-shape this module:
+joined by a queue; a worker takes up to ``max_batch_size`` queued requests and runs them as one
+batch (:class:`GatheringLoop` says when it stops waiting for more). Two more of LitServe's
+behaviours shape this module:
 
 * its batched loop treats a batch as a whole: an exception in ``decode_request``,
   ``predict`` or ``encode_response`` for one request answers every request of the batch with
@@ -103,7 +103,8 @@ class ServeSettings:
         thresholds: "default" (0.5) or "calibrated" (stored in the checkpoint).
         workers: inference worker processes, each with its own copy of the model.
         max_batch_size: requests gathered into one batch, and images per forward pass.
-        batch_timeout: seconds a worker waits for a batch to fill.
+        batch_timeout: seconds an idle worker waits, after a request arrives, for others to
+            join its batch (:class:`GatheringLoop`).
         max_request_size: bytes a request body may hold.
         max_images: images one request may hold.
         max_pixels: pixels (width x height) one image may have.
@@ -117,7 +118,7 @@ class ServeSettings:
     thresholds: str = "default"
     workers: int = 1
     max_batch_size: int = 32
-    batch_timeout: float = 0.05
+    batch_timeout: float = 0.01
     max_request_size: int = 16 * 2**20
     max_images: int = 64
     max_pixels: int = 25_000_000
@@ -336,15 +337,21 @@ def encode_results(results: Sequence[Prediction | PredictionFailure]) -> Any:
 
 
 class GatheringLoop(BatchedLoop):
-    """LitServe's batched loop, gathering each batch by blocking reads of the queue.
+    """LitServe's batched loop, gathering each batch by blocking reads of the queue, and waiting
+    for a batch to fill only when the worker was idle.
 
     LitServe 0.2's own gathering polls the queue (a manager process) every millisecond while
     it waits for a batch to fill, and starts a new wait as soon as one ends, so an idle worker
     keeps the worker and the manager busy; on a 2-core CPU that polling takes the cores the
-    model needs. This one waits for the first request (at most a second, so that it notices
-    the shutdown sentinel), then for more until the batch is full or ``batch_timeout`` has
-    passed since the first arrived, then takes whatever else is already queued, up to
-    ``max_batch_size``.
+    model needs. And it waits ``batch_timeout`` for every batch, also when requests queued up
+    while the previous batch ran, leaving the model idle under load.
+
+    This loop waits for a request (at most a second at a time, so that it notices the shutdown
+    sentinel). If that request was already queued when the loop asked, the worker is behind:
+    it takes what else is queued, up to ``max_batch_size``, and runs the batch at once. If the
+    request arrived while the worker was idle, it waits up to ``batch_timeout`` for others to
+    join it (a burst of clients), then runs. Under load, batches grow by themselves: requests
+    queue up while the model runs.
     """
 
     def get_batch_requests(
@@ -352,23 +359,19 @@ class GatheringLoop(BatchedLoop):
     ) -> tuple[list, list]:
         payloads: list = []
         timed_out: list = []
+        asked = time.monotonic()
         try:
             item = request_queue.get(timeout=1.0)
         except Empty:
             return payloads, timed_out
-        deadline = time.monotonic() + lit_api.batch_timeout
+        # LitServe stamps requests with time.monotonic() in the HTTP process (one clock for
+        # every process of the machine); a request stamped before we asked was waiting.
+        waiting = item != _SENTINEL_VALUE and item[2] <= asked
+        deadline = time.monotonic() + (0.0 if waiting else lit_api.batch_timeout)
         while True:
             if item == _SENTINEL_VALUE:
                 raise _StopLoopError()
-            response_queue_id, uid, queued_at, payload = item
-            self.put_response(
-                transport, response_queue_id, uid, (), LitAPIStatus.START, LoopResponseType.REGULAR
-            )
-            waited = time.monotonic() - queued_at
-            if lit_api.request_timeout not in (-1, False) and waited > lit_api.request_timeout:
-                timed_out.append((response_queue_id, uid))
-            else:
-                payloads.append((response_queue_id, uid, payload))
+            self._take(lit_api, item, payloads, timed_out, transport)
             if len(payloads) >= lit_api.max_batch_size:
                 return payloads, timed_out
             remaining = deadline - time.monotonic()
@@ -379,6 +382,21 @@ class GatheringLoop(BatchedLoop):
                     item = request_queue.get_nowait()
             except Empty:
                 return payloads, timed_out
+
+    def _take(
+        self, lit_api: ls.LitAPI, item: tuple, payloads: list, timed_out: list, transport: Any
+    ) -> None:
+        """Add a request to the batch, or to the timed-out ones (answered 504), as LitServe's
+        own gathering does."""
+        response_queue_id, uid, queued_at, payload = item
+        self.put_response(
+            transport, response_queue_id, uid, (), LitAPIStatus.START, LoopResponseType.REGULAR
+        )
+        waited = time.monotonic() - queued_at
+        if lit_api.request_timeout not in (-1, False) and waited > lit_api.request_timeout:
+            timed_out.append((response_queue_id, uid))
+        else:
+            payloads.append((response_queue_id, uid, payload))
 
 
 class AttributeAPI(ls.LitAPI):
