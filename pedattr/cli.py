@@ -909,6 +909,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_images=args.max_images,
         max_pixels=args.max_pixels,
         peaks=not args.no_peaks,
+        threads=args.threads,
     )
     run_server(settings, host=args.host, port=args.port)
     return 0
@@ -964,6 +965,13 @@ examples:
         default=1,
         metavar="N",
         help="inference worker processes, each with its own copy of the model (default 1)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="torch threads of each worker on the CPU (default: OMP_NUM_THREADS if set, else "
+        "the cores left after one for the HTTP process, shared among the workers)",
     )
     p.add_argument(
         "--max-batch-size",

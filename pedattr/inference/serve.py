@@ -55,6 +55,7 @@ from queue import Empty
 from typing import Any
 
 import litserve as ls
+import torch
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from litserve.loops import BatchedLoop
@@ -110,6 +111,9 @@ class ServeSettings:
         max_pixels: pixels (width x height) one image may have.
         peaks: record where the activation maps peak, as ``pedattr predict`` does by default.
         timeout: seconds a request may wait in the queue before it is answered 504.
+        threads: torch threads of each worker on the CPU; None: ``OMP_NUM_THREADS`` when set,
+            else the cores left after one for the HTTP process, shared among the workers
+            (:func:`worker_threads`). The onnxruntime engine keeps its own setting.
     """
 
     checkpoint: str
@@ -124,6 +128,7 @@ class ServeSettings:
     max_pixels: int = 25_000_000
     peaks: bool = True
     timeout: float = 30.0
+    threads: int | None = None
 
 
 class BadRequest(Exception):
@@ -336,6 +341,22 @@ def encode_results(results: Sequence[Prediction | PredictionFailure]) -> Any:
     return [result.to_dict() for result in results]
 
 
+def worker_threads(settings: ServeSettings, cpus: int | None = None) -> int | None:
+    """Torch threads for each worker on the CPU, or None to keep ``OMP_NUM_THREADS``.
+
+    By default one core is left to the HTTP process (parsing requests and writing answers take
+    about a third of the model's time per image on the demo's model) and the others are shared
+    among the workers: torch's threads spin while they wait, so a worker with a thread per core
+    slows the HTTP process it depends on (docs/serve.md measures both).
+    """
+    if settings.threads is not None:
+        return settings.threads
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    cpus = cpus if cpus is not None else (os.cpu_count() or 1)
+    return max(1, (cpus - 1) // settings.workers)
+
+
 class GatheringLoop(BatchedLoop):
     """LitServe's batched loop, gathering each batch by blocking reads of the queue, and waiting
     for a batch to fill only when the worker was idle.
@@ -414,6 +435,9 @@ class AttributeAPI(ls.LitAPI):
         self.settings = settings
 
     def setup(self, device: str) -> None:
+        threads = worker_threads(self.settings)
+        if threads is not None and device == "cpu" and self.settings.engine == "torch":
+            torch.set_num_threads(threads)
         self.predictor = load_predictor(self.settings, device)
 
     def decode_request(self, request: list[tuple[str, bytes]], **kwargs: Any) -> list[Any]:

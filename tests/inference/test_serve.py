@@ -103,6 +103,18 @@ def test_the_engine_must_suit_the_model_file():
         serve.check_engine(serve.ServeSettings("model.safetensors", engine="onnxruntime"))
 
 
+def test_workers_leave_a_core_to_the_http_process(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    settings = serve.ServeSettings("model.safetensors")
+    assert serve.worker_threads(settings, cpus=2) == 1
+    assert serve.worker_threads(settings, cpus=8) == 7
+    assert serve.worker_threads(serve.ServeSettings("m", workers=3), cpus=8) == 2
+    assert serve.worker_threads(serve.ServeSettings("m", workers=4), cpus=2) == 1
+    assert serve.worker_threads(serve.ServeSettings("m", threads=3), cpus=2) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert serve.worker_threads(settings, cpus=8) is None  # the environment's setting stays
+
+
 # --- a running server -------------------------------------------------------------------------
 
 
