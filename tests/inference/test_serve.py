@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
+import queue
 import socket
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -113,6 +115,66 @@ def test_workers_leave_a_core_to_the_http_process(monkeypatch):
     assert serve.worker_threads(serve.ServeSettings("m", threads=3), cpus=2) == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert serve.worker_threads(settings, cpus=8) is None  # the environment's setting stays
+
+
+class _Api:
+    """What GatheringLoop reads of a LitAPI."""
+
+    def __init__(self, batch_timeout: float, max_batch_size: int = 4) -> None:
+        self.batch_timeout = batch_timeout
+        self.max_batch_size = max_batch_size
+        self.request_timeout = 30.0
+
+
+def _request(uid: str, queued_at: float | None = None) -> tuple:
+    return (0, uid, time.monotonic() if queued_at is None else queued_at, [(uid, b"")])
+
+
+def _gather(api: _Api, requests_: queue.Queue) -> tuple[list[str], list[str], float]:
+    start = time.monotonic()
+    batch, timed_out = serve.GatheringLoop().get_batch_requests(api, requests_, None)
+    return [uid for _, uid, _ in batch], [uid for _, uid in timed_out], time.monotonic() - start
+
+
+def test_a_busy_worker_runs_what_queued_up_without_waiting():
+    waiting = queue.Queue()
+    for uid in "abcdef":
+        waiting.put(_request(uid))
+    time.sleep(0.01)  # queued before the worker asks: it was busy
+    taken, _, seconds = _gather(_Api(batch_timeout=5.0), waiting)
+    assert taken == ["a", "b", "c", "d"]  # max_batch_size, at once
+    assert seconds < 1.0
+    taken, _, seconds = _gather(_Api(batch_timeout=5.0), waiting)
+    assert taken == ["e", "f"]  # what is left, without waiting for more
+    assert seconds < 1.0
+
+
+def test_an_idle_worker_waits_the_batch_timeout_for_others_to_join():
+    def arrive(requests_: queue.Queue) -> None:
+        for uid in "xy":
+            time.sleep(0.05)
+            requests_.put(_request(uid))
+
+    for timeout, expected in ((0.3, ["x", "y"]), (0.0, ["x"])):
+        requests_: queue.Queue = queue.Queue()
+        sender = threading.Thread(target=arrive, args=(requests_,))
+        sender.start()
+        taken, _, _ = _gather(_Api(batch_timeout=timeout), requests_)
+        sender.join()
+        assert taken == expected
+
+
+def test_gathering_answers_timed_out_requests_and_stops_at_the_sentinel():
+    from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
+
+    requests_: queue.Queue = queue.Queue()
+    requests_.put(_request("old", queued_at=time.monotonic() - 60))
+    requests_.put(_request("new"))
+    taken, timed_out, _ = _gather(_Api(batch_timeout=0.0), requests_)
+    assert (taken, timed_out) == (["new"], ["old"])
+    requests_.put(_SENTINEL_VALUE)
+    with pytest.raises(_StopLoopError):
+        _gather(_Api(batch_timeout=0.0), requests_)
 
 
 # --- a running server -------------------------------------------------------------------------
