@@ -271,3 +271,21 @@ def test_bad_settings_are_one_line_and_exit_2(capsys, checkpoint, arguments, mes
     err = capsys.readouterr().err
     assert message in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_a_truncated_image_fails_its_own_request_not_its_batch(served):
+    """Truncation shows only when pixels are decoded, in the worker, where the image shares a
+    batch with others: its request alone is answered 422."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    truncated = GOOD[: len(GOOD) // 2]
+
+    def post(k: int) -> tuple[int, int]:
+        data, name = (truncated, f"cut{k}.png") if k % 2 else (GOOD, f"ok{k}.png")
+        answer = requests.post(f"{served.url}/predict", files=[("image", (name, data))], timeout=60)
+        return k, answer.status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        statuses = dict(pool.map(post, range(12)))
+    assert statuses == {k: 422 if k % 2 else 200 for k in range(12)}
