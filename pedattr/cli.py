@@ -99,6 +99,26 @@ def _add_checkpoint_option(
     p.add_argument("--checkpoint", required=required, metavar="CKPT", help=text, **count)
 
 
+def _add_thresholds_option(p: argparse.ArgumentParser, *, note: str = "") -> None:
+    """--thresholds, declared once for every command that turns probabilities into answers."""
+    p.add_argument(
+        "--thresholds",
+        default="default",
+        choices=("default", "calibrated"),
+        help=f"default: 0.5 for every attribute{note}; calibrated: the thresholds stored by "
+        "`pedattr calibrate`",
+    )
+
+
+def _add_device_option(p: argparse.ArgumentParser, *, default: str = "auto") -> None:
+    """--device, declared once for every command that runs a model."""
+    p.add_argument(
+        "--device",
+        default=default,
+        help=f"auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default {default})",
+    )
+
+
 def _summary(args: argparse.Namespace) -> int:
     from pedattr.models.complexity import format_summary, model_summary, summarize_model
 
@@ -496,11 +516,7 @@ def _add_device_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="image-decoding worker processes, 0 decodes in the main process (default 2)",
     )
-    p.add_argument(
-        "--device",
-        default="auto",
-        help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default auto)",
-    )
+    _add_device_option(p)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -586,13 +602,7 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
         choices=("train", "val", "test", "trainval"),
         help="split to evaluate (default test)",
     )
-    p.add_argument(
-        "--thresholds",
-        default="default",
-        choices=("default", "calibrated"),
-        help="default: 0.5 for every attribute (comparable with the paper); calibrated: the "
-        "thresholds stored by `pedattr calibrate`",
-    )
+    _add_thresholds_option(p, note=" (comparable with the paper)")
     p.add_argument(
         "--json",
         type=_output_file,
@@ -812,13 +822,7 @@ examples:
         help="write an overlay PNG per image into DIR: the positive attributes' boxes, a colour "
         "per level, numbered, with a legend",
     )
-    p.add_argument(
-        "--thresholds",
-        default="default",
-        choices=("default", "calibrated"),
-        help="default: 0.5 for every attribute; calibrated: the thresholds stored by "
-        "`pedattr calibrate`",
-    )
+    _add_thresholds_option(p)
     p.add_argument(
         "--batch-size",
         type=_positive_int,
@@ -838,11 +842,7 @@ examples:
         "--crops", metavar="FILE", help="videos: predict these regions of frames (CSV or JSON)"
     )
     p.add_argument("--recursive", action="store_true", help="folders: include subfolders")
-    p.add_argument(
-        "--device",
-        default="auto",
-        help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N (default auto)",
-    )
+    _add_device_option(p)
     p.add_argument(
         "--no-peaks",
         action="store_true",
@@ -1027,16 +1027,11 @@ examples:
         metavar="SECONDS",
         help="a track unseen this long is finished and written (default 1)",
     )
-    p.add_argument(
-        "--thresholds",
-        default="default",
-        choices=("default", "calibrated"),
-        help="default: 0.5 for every attribute; calibrated: those stored by `pedattr calibrate`",
-    )
+    _add_thresholds_option(p)
     p.add_argument(
         "--batch-size", type=_positive_int, default=32, metavar="N", help="crops per forward"
     )
-    p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda or cuda:N")
+    _add_device_option(p, default="cpu")
     p.add_argument("--no-video", action="store_true", help="do not write annotated.mp4")
     p.add_argument(
         "--eval",
@@ -1130,6 +1125,152 @@ examples:
     )
     p.add_argument("--json", action="store_true", help="one JSON object per matching track")
     p.set_defaults(func=_search)
+
+
+def _size(text: str) -> int:
+    """A byte count: a whole number, optionally with KB, MB or GB (powers of 1024)."""
+    units = {"KB": 2**10, "MB": 2**20, "GB": 2**30}
+    number, unit = text.strip(), 1
+    for suffix, factor in units.items():
+        if number.upper().endswith(suffix):
+            number, unit = number[: -len(suffix)].strip(), factor
+    value = _whole_number(number) * unit
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    # LitServe binds only ports 1024..65535.
+    return _int_at_least(1024, 65535)(text)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from pedattr.inference.serve import ServeSettings, run_server
+    except ImportError as err:
+        raise ValueError(
+            f"pedattr serve needs LitServe: pip install 'pedattr[serve]' ({err})"
+        ) from None
+
+    settings = ServeSettings(
+        checkpoint=args.checkpoint,
+        engine=args.engine,
+        device=args.device,
+        thresholds=args.thresholds,
+        workers=args.workers,
+        max_batch_size=args.max_batch_size,
+        batch_timeout=args.batch_timeout,
+        max_request_size=args.max_request_size,
+        max_images=args.max_images,
+        max_pixels=args.max_pixels,
+        peaks=not args.no_peaks,
+        threads=args.threads,
+    )
+    run_server(settings, host=args.host, port=args.port)
+    return 0
+
+
+def _add_serve(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve a model over HTTP with dynamic batching (LitServe)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Serve a checkpoint (or, with --engine onnxruntime, an exported .onnx model)
+over HTTP on LitServe, which gathers concurrent requests into batches.
+Needs `pip install 'pedattr[serve]'`.
+
+  POST /predict  images as multipart file fields named `image`, or JSON
+                 {"images": [BASE64, ...], "names": [NAME, ...]}; answers a
+                 JSON list of the records `pedattr predict --json` writes
+  GET /model     attributes, thresholds, input size, the model's settings
+  GET /health    200 once the workers have loaded the model
+
+A bad request (not an image, a truncated image, too many pixels, an empty or
+too large body, a wrong content type, an unknown field, bad base64) is
+answered with a 4xx status and {"error": "one line"}; the service goes on.""",
+        epilog="""\
+examples:
+  pedattr serve --checkpoint runs/demo/run/best.safetensors
+  pedattr serve --checkpoint CKPT --device cuda --max-batch-size 64 --port 8080
+  curl -F image=@person.jpg http://127.0.0.1:8000/predict""",
+    )
+    _add_checkpoint_option(
+        p, purpose="a model, or with --engine onnxruntime a .onnx file `pedattr export` wrote"
+    )
+    p.add_argument(
+        "--engine",
+        default="torch",
+        choices=("torch", "onnxruntime"),
+        help="torch: a checkpoint; onnxruntime: an exported .onnx model (default torch)",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        choices=("127.0.0.1", "0.0.0.0", "::"),
+        help="address to listen on: this machine only (default) or every interface",
+    )
+    p.add_argument("--port", type=_port, default=8000, help="port, 1024 to 65535 (default 8000)")
+    _add_device_option(p)
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="inference worker processes, each with its own copy of the model (default 1)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="torch threads of each worker on the CPU (default: OMP_NUM_THREADS if set, else "
+        "the cores left after one for the HTTP process, shared among the workers)",
+    )
+    p.add_argument(
+        "--max-batch-size",
+        type=_positive_int,
+        default=32,
+        metavar="N",
+        help="requests gathered into one batch, and images per forward pass (default 32)",
+    )
+    p.add_argument(
+        "--batch-timeout",
+        type=_non_negative_float,
+        default=0.01,
+        metavar="SECONDS",
+        help="how long an idle worker waits, after a request arrives, for others to join its "
+        "batch (a busy one takes what queued up meanwhile at once; default 0.01)",
+    )
+    p.add_argument(
+        "--max-request-size",
+        type=_size,
+        default=16 * 2**20,
+        metavar="BYTES",
+        help="largest request body, e.g. 16MB (default 16MB); larger ones are answered 413",
+    )
+    p.add_argument(
+        "--max-images",
+        type=_positive_int,
+        default=64,
+        metavar="N",
+        help="most images in one request (default 64)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=25_000_000,
+        metavar="N",
+        help="most pixels (width x height) in one image (default 25000000); larger ones are "
+        "answered 413 before they are decoded",
+    )
+    _add_thresholds_option(p)
+    p.add_argument(
+        "--no-peaks",
+        action="store_true",
+        help="leave out where the activation maps peak (as `pedattr predict --no-peaks`)",
+    )
+    p.set_defaults(func=_serve, interrupted="stopped")
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -1455,6 +1596,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_track,
         _add_generate_video,
         _add_search,
+        _add_serve,
         _add_export,
         _add_push,
         _add_experiment,

@@ -21,6 +21,17 @@ LEARNABLE_ATTRIBUTES = ("TopPatch", "BottomPatch", "Reddish")
 TINY_MODEL = dict(backbone="timm:test_efficientnet", input_size=(64, 32), pyramid_dim=16)
 
 
+def save_tiny_checkpoint(path: Path, *, seed: int = 0, **save_options) -> Path:
+    """A checkpoint of a tiny ALM (:data:`TINY_MODEL`) over :data:`LEARNABLE_ATTRIBUTES`."""
+    from pedattr import build_model, save_checkpoint
+
+    torch.manual_seed(seed)
+    model = build_model("alm", attribute_names=list(LEARNABLE_ATTRIBUTES), **TINY_MODEL).eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, model, **save_options)
+    return path
+
+
 def learnable_image(labels: np.ndarray, rng: np.random.Generator, size=(64, 32)) -> Image.Image:
     """Noise with a bright patch in the top half, the bottom half and a red tint per label."""
     height, width = size
@@ -165,3 +176,90 @@ def write_plain_onnx(path: Path) -> Path:
     )
     onnx.save(onnx.helper.make_model(graph), str(path))
     return path
+
+
+# --- a running `pedattr serve` ----------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port free on this machine now (LitServe binds only 1024..65535)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(checkpoint: Path, *options: str, wait: float = 180.0) -> tuple[object, str]:
+    """``pedattr serve`` in a subprocess on a free port, once ``/health`` answers 200:
+    (the process, its base URL). The process's output goes to a file beside the checkpoint,
+    shown if it fails to start."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "pedattr", "serve", "--checkpoint", str(checkpoint)]
+    command += ["--port", str(port), "--device", "cpu", *options]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    log = checkpoint.with_name(f"serve-{port}.log")
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"pedattr serve exited with {process.returncode}:\n{log.read_text()}"
+            )
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return process, url
+        except OSError:
+            pass
+        time.sleep(0.5)
+    stop_server(process)
+    raise RuntimeError(f"pedattr serve did not become healthy in {wait} s:\n{log.read_text()}")
+
+
+def stop_server(process) -> int:
+    """SIGTERM, as a service manager stops it; its exit status."""
+    import signal
+    import subprocess
+
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory in bytes of a process and all its descendants (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    family, grew = {pid}, True
+    while grew:
+        children = {child for child, parent in parents.items() if parent in family}
+        grew = not children <= family
+        family |= children
+    total = 0
+    for member in family:
+        try:
+            status = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+    return total

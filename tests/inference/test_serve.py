@@ -1,0 +1,306 @@
+"""``pedattr serve``: the endpoints, equality with ``pedattr predict --json``, several images
+per request, concurrent requests batched together, and clients that go away mid-request.
+
+Oracle: the records ``pedattr predict --json`` writes for the same files. The tests marked slow
+run a real server (tests/conftest.py ``served``: a subprocess on a free port).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import queue
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("litserve")
+requests = pytest.importorskip("requests")
+
+from pedattr.checkpoint.format import load_model  # noqa: E402
+from pedattr.cli import main  # noqa: E402
+from pedattr.inference import serve  # noqa: E402
+from pedattr.inference.predictor import Prediction, PredictionFailure  # noqa: E402
+from tests.helpers import (  # noqa: E402
+    LEARNABLE_ATTRIBUTES,
+    assert_json_close,
+    learnable_image,
+    start_server,
+    stop_server,
+)
+
+#: Probabilities of an image batched with other images than in `pedattr predict` may differ
+#: in the last bits (another batch size can take other kernels).
+RTOL, ATOL = 1e-5, 1e-6
+
+
+def write_images(folder: Path, count: int, seed: int = 0) -> list[str]:
+    """``count`` PNG files of different sizes in ``folder``; their names."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for k in range(count):
+        labels = rng.integers(0, 2, len(LEARNABLE_ATTRIBUTES))
+        size = (64 + 16 * k, 32 + 8 * k)
+        learnable_image(labels, rng, size=size).save(folder / f"person{k}.png")
+        names.append(f"person{k}.png")
+    return names
+
+
+def predict_json(checkpoint: Path, folder: Path, names: list[str], monkeypatch, capsys) -> list:
+    """What ``pedattr predict --json`` writes for ``names``, run in ``folder`` so that its
+    sources are the bare names, as uploaded files are named."""
+    monkeypatch.chdir(folder)
+    code = main(["predict", "--checkpoint", str(checkpoint), *names, "--json", "out.jsonl"])
+    capsys.readouterr()
+    assert code == 0
+    return [json.loads(line) for line in (folder / "out.jsonl").read_text().splitlines()]
+
+
+def multipart(folder: Path, names: list[str]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("image", (name, (folder / name).read_bytes(), "image/png")) for name in names]
+
+
+# --- without a server -------------------------------------------------------------------------
+
+
+def test_json_images_decode_base64_names_and_data_urls():
+    body = json.dumps(
+        {
+            "images": ["aGVsbG8=", "data:image/png;base64,d29y\nbGQ="],
+            "names": ["a.png", "b.png"],
+        }
+    ).encode()
+    assert serve.json_images(body, max_images=4) == [("a.png", b"hello"), ("b.png", b"world")]
+    unnamed = json.dumps({"images": ["aGVsbG8="]}).encode()
+    assert serve.json_images(unnamed, max_images=4) == [(None, b"hello")]
+    assert serve.image_name(None, 3) == "<image 3>"
+
+
+def test_results_split_back_into_their_requests_and_failures_make_422():
+    record = Prediction("a.png", (4, 2), {"x": 0.7}, ["x"], {}, {"x": "global"})
+    failure = PredictionFailure("b.png", "cannot read the image: image file is truncated")
+    parts = serve.split_results([record, failure, record], [1, 2])
+    assert parts == [[record], [failure, record]]
+    assert serve.encode_results(parts[0]) == [record.to_dict()]
+    assert serve.encode_results(parts[1]) == {
+        "error": "b.png: cannot read the image: image file is truncated",
+        "status": 422,
+    }
+    with pytest.raises(ValueError, match="3 results for 2 images"):
+        serve.split_results([record] * 3, [1, 1])
+
+
+def test_the_engine_must_suit_the_model_file():
+    serve.check_engine(serve.ServeSettings("model.safetensors"))
+    serve.check_engine(serve.ServeSettings("model.onnx", engine="onnxruntime"))
+    with pytest.raises(ValueError, match="model.onnx: an exported ONNX model; serve it with"):
+        serve.check_engine(serve.ServeSettings("model.onnx"))
+    with pytest.raises(ValueError, match="runs an exported .onnx model; export one with"):
+        serve.check_engine(serve.ServeSettings("model.safetensors", engine="onnxruntime"))
+
+
+def test_workers_leave_a_core_to_the_http_process(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    settings = serve.ServeSettings("model.safetensors")
+    assert serve.worker_threads(settings, cpus=2) == 1
+    assert serve.worker_threads(settings, cpus=8) == 7
+    assert serve.worker_threads(serve.ServeSettings("m", workers=3), cpus=8) == 2
+    assert serve.worker_threads(serve.ServeSettings("m", workers=4), cpus=2) == 1
+    assert serve.worker_threads(serve.ServeSettings("m", threads=3), cpus=2) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert serve.worker_threads(settings, cpus=8) is None  # the environment's setting stays
+
+
+class _Api:
+    """What GatheringLoop reads of a LitAPI."""
+
+    def __init__(self, batch_timeout: float, max_batch_size: int = 4) -> None:
+        self.batch_timeout = batch_timeout
+        self.max_batch_size = max_batch_size
+        self.request_timeout = 30.0
+
+
+def _request(uid: str, queued_at: float | None = None) -> tuple:
+    return (0, uid, time.monotonic() if queued_at is None else queued_at, [(uid, b"")])
+
+
+def _gather(api: _Api, requests_: queue.Queue) -> tuple[list[str], list[str], float]:
+    start = time.monotonic()
+    batch, timed_out = serve.GatheringLoop().get_batch_requests(api, requests_, None)
+    return [uid for _, uid, _ in batch], [uid for _, uid in timed_out], time.monotonic() - start
+
+
+def test_a_busy_worker_runs_what_queued_up_without_waiting():
+    waiting = queue.Queue()
+    for uid in "abcdef":
+        waiting.put(_request(uid))
+    time.sleep(0.01)  # queued before the worker asks: it was busy
+    taken, _, seconds = _gather(_Api(batch_timeout=5.0), waiting)
+    assert taken == ["a", "b", "c", "d"]  # max_batch_size, at once
+    assert seconds < 1.0
+    taken, _, seconds = _gather(_Api(batch_timeout=5.0), waiting)
+    assert taken == ["e", "f"]  # what is left, without waiting for more
+    assert seconds < 1.0
+
+
+def test_an_idle_worker_waits_the_batch_timeout_for_others_to_join():
+    def arrive(requests_: queue.Queue) -> None:
+        for uid in "xy":
+            time.sleep(0.05)
+            requests_.put(_request(uid))
+
+    for timeout, expected in ((0.3, ["x", "y"]), (0.0, ["x"])):
+        requests_: queue.Queue = queue.Queue()
+        sender = threading.Thread(target=arrive, args=(requests_,))
+        sender.start()
+        taken, _, _ = _gather(_Api(batch_timeout=timeout), requests_)
+        sender.join()
+        assert taken == expected
+
+
+def test_gathering_answers_timed_out_requests_and_stops_at_the_sentinel():
+    from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
+
+    requests_: queue.Queue = queue.Queue()
+    requests_.put(_request("old", queued_at=time.monotonic() - 60))
+    requests_.put(_request("new"))
+    taken, timed_out, _ = _gather(_Api(batch_timeout=0.0), requests_)
+    assert (taken, timed_out) == (["new"], ["old"])
+    requests_.put(_SENTINEL_VALUE)
+    with pytest.raises(_StopLoopError):
+        _gather(_Api(batch_timeout=0.0), requests_)
+
+
+# --- a running server -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_health_and_model(served):
+    health = requests.get(f"{served.url}/health", timeout=10)
+    assert (health.status_code, health.text) == (200, "ok")
+    described = requests.get(f"{served.url}/model", timeout=10).json()
+    config = load_model(served.checkpoint).config
+    assert described["attributes"] == list(LEARNABLE_ATTRIBUTES)
+    assert described["thresholds"] == dict.fromkeys(LEARNABLE_ATTRIBUTES, 0.5)
+    assert described["threshold_mode"] == "default"
+    assert described["input_size"] == {"height": 64, "width": 32}
+    assert described["levels"] == ["level1", "level2", "level3"]
+    assert described["model"] == json.loads(json.dumps(config.to_dict()))
+    assert described["engine"] == "torch"
+    assert described["serving"]["max_images"] == served.max_images
+
+
+@pytest.mark.slow
+def test_predict_equals_pedattr_predict_json(served, tmp_path, monkeypatch, capsys):
+    names = write_images(tmp_path, 5)
+    expected = predict_json(served.checkpoint, tmp_path, names, monkeypatch, capsys)
+    # All five in one request: one forward of the same five images, so the very same numbers.
+    answer = requests.post(f"{served.url}/predict", files=multipart(tmp_path, names), timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == expected
+    # The same as base64 JSON, named.
+    encoded = [base64.b64encode((tmp_path / n).read_bytes()).decode() for n in names]
+    answer = requests.post(
+        f"{served.url}/predict", json={"images": encoded, "names": names}, timeout=60
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == expected
+    # Unnamed images are named by their place in the request, as the Predictor names them.
+    answer = requests.post(f"{served.url}/predict", json={"images": encoded[:2]}, timeout=60)
+    assert [r["source"] for r in answer.json()] == ["<image 0>", "<image 1>"]
+    for found, wanted in zip(answer.json(), expected[:2], strict=True):
+        assert_json_close(found, {**wanted, "source": found["source"]}, rel=RTOL, abs_=ATOL)
+
+
+@pytest.mark.slow
+def test_concurrent_requests_each_get_their_own_records(served, tmp_path, monkeypatch, capsys):
+    names = write_images(tmp_path, 8, seed=1)
+    expected = predict_json(served.checkpoint, tmp_path, names, monkeypatch, capsys)
+    # Eight clients at once, one or two images each: batched together by the server.
+    requests_ = [names[k : k + 1 + k % 2] for k in range(8)]
+
+    def post(chosen: list[str]) -> list:
+        answer = requests.post(
+            f"{served.url}/predict", files=multipart(tmp_path, chosen), timeout=60
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(post, requests_))
+    by_name = {record["source"]: record for record in expected}
+    for chosen, records in zip(requests_, answers, strict=True):
+        assert [r["source"] for r in records] == chosen
+        for record in records:
+            assert_json_close(record, by_name[record["source"]], rel=RTOL, abs_=ATOL)
+
+
+def _send_and_hang_up(url: str, head: bytes, body: bytes) -> None:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(head + body)
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_clients_that_hang_up_do_not_break_a_batch(served, tmp_path, monkeypatch, capsys):
+    names = write_images(tmp_path, 4, seed=2)
+    expected = predict_json(served.checkpoint, tmp_path, names, monkeypatch, capsys)
+    image = (tmp_path / names[0]).read_bytes()
+    full = json.dumps({"images": [base64.b64encode(image).decode()]}).encode()
+    head = (
+        "POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(full)}\r\n\r\n"
+    ).encode()
+
+    def good(name: str) -> dict:
+        answer = requests.post(
+            f"{served.url}/predict", files=multipart(tmp_path, [name]), timeout=60
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json()[0]
+
+    def rude(k: int) -> None:
+        # Half of them hang up halfway through the body, half right after sending all of it
+        # (their request is queued, maybe batched with the good ones, and nobody reads it).
+        _send_and_hang_up(served.url, head, full[: len(full) // 2] if k % 2 else full)
+
+    with ThreadPoolExecutor(12) as pool:
+        rude_calls = [pool.submit(rude, k) for k in range(8)]
+        answers = list(pool.map(good, names))
+        for call in rude_calls:
+            call.result()
+    for found, wanted in zip(answers, expected, strict=True):
+        assert_json_close(found, wanted, rel=RTOL, abs_=ATOL)
+    assert served.process.poll() is None
+    assert requests.get(f"{served.url}/health", timeout=10).status_code == 200
+
+
+@pytest.mark.slow
+def test_onnxruntime_engine_serves_an_exported_model(served, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("onnxruntime")
+    from pedattr.inference.export import export_onnx
+
+    model = export_onnx(served.checkpoint, tmp_path / "model.onnx")
+    names = write_images(tmp_path / "images", 3, seed=3)
+    expected = predict_json(model, tmp_path / "images", names, monkeypatch, capsys)
+    process, url = start_server(model, "--engine", "onnxruntime")
+    try:
+        described = requests.get(f"{url}/model", timeout=10).json()
+        answer = requests.post(
+            f"{url}/predict", files=multipart(tmp_path / "images", names), timeout=60
+        )
+    finally:
+        assert stop_server(process) == 0
+    assert described["engine"] == "onnxruntime"
+    assert described["attributes"] == list(LEARNABLE_ATTRIBUTES)
+    assert described["quantization"] is None
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == expected
+    assert all(record["peaks"] == {} for record in expected)  # the graph has no activation maps
