@@ -1166,6 +1166,7 @@ def _serve(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         peaks=not args.no_peaks,
         threads=args.threads,
+        gzip=args.gzip,
     )
     run_server(settings, host=args.host, port=args.port)
     return 0
@@ -1269,6 +1270,12 @@ examples:
         "--no-peaks",
         action="store_true",
         help="leave out where the activation maps peak (as `pedattr predict --no-peaks`)",
+    )
+    p.add_argument(
+        "--gzip",
+        action="store_true",
+        help="compress answers for clients that accept gzip (off: an answer is a few KB of JSON "
+        "and compressing it costs the HTTP process CPU that a small machine needs)",
     )
     p.set_defaults(func=_serve, interrupted="stopped")
 

@@ -65,6 +65,7 @@ from litserve.utils import LitAPIStatus, LoopResponseType, ResponseBufferItem
 from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import ClientDisconnect
 
 from pedattr._version import __version__
@@ -114,6 +115,9 @@ class ServeSettings:
         threads: torch threads of each worker on the CPU; None: ``OMP_NUM_THREADS`` when set,
             else the cores left after one for the HTTP process, shared among the workers
             (:func:`worker_threads`). The onnxruntime engine keeps its own setting.
+        gzip: compress answers for clients that accept gzip (LitServe's default). Off by
+            default: an answer is a few kilobytes of JSON, and compressing it takes a share of
+            the HTTP process's CPU that a small machine needs for parsing requests.
     """
 
     checkpoint: str
@@ -129,6 +133,7 @@ class ServeSettings:
     peaks: bool = True
     timeout: float = 30.0
     threads: int | None = None
+    gzip: bool = False
 
 
 class BadRequest(Exception):
@@ -588,12 +593,17 @@ def build_server(settings: ServeSettings) -> ls.LitServer:
     description = model_description(load_predictor(settings, "cpu"), settings)
     spec = PredictSpec(settings, description)
     api = AttributeAPI(settings, spec)
-    return ls.LitServer(
+    server = ls.LitServer(
         api,
         workers_per_device=settings.workers,
         timeout=settings.timeout,
+        fast_queue=True,  # answers travel by ZeroMQ, not through the multiprocessing manager
         **placement,
     )
+    if not settings.gzip:  # LitServer adds it to its app, built before the first request
+        app = server.app
+        app.user_middleware = [m for m in app.user_middleware if m.cls is not GZipMiddleware]
+    return server
 
 
 def _stop_quietly_in_children() -> None:

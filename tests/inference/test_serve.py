@@ -22,6 +22,8 @@ import pytest
 pytest.importorskip("litserve")
 requests = pytest.importorskip("requests")
 
+from starlette.middleware.gzip import GZipMiddleware  # noqa: E402
+
 from pedattr.checkpoint.format import load_model  # noqa: E402
 from pedattr.cli import main  # noqa: E402
 from pedattr.inference import serve  # noqa: E402
@@ -30,6 +32,7 @@ from tests.helpers import (  # noqa: E402
     LEARNABLE_ATTRIBUTES,
     assert_json_close,
     learnable_image,
+    save_tiny_checkpoint,
     start_server,
     stop_server,
 )
@@ -103,6 +106,14 @@ def test_the_engine_must_suit_the_model_file():
         serve.check_engine(serve.ServeSettings("model.onnx"))
     with pytest.raises(ValueError, match="runs an exported .onnx model; export one with"):
         serve.check_engine(serve.ServeSettings("model.safetensors", engine="onnxruntime"))
+
+
+@pytest.mark.parametrize("gzip", [False, True])
+def test_answers_are_compressed_only_with_gzip(tmp_path, gzip):
+    checkpoint = save_tiny_checkpoint(tmp_path / "model.safetensors")
+    server = serve.build_server(serve.ServeSettings(str(checkpoint), device="cpu", gzip=gzip))
+    kinds = [middleware.cls for middleware in server.app.user_middleware]
+    assert (GZipMiddleware in kinds) is gzip
 
 
 def test_workers_leave_a_core_to_the_http_process(monkeypatch):
@@ -206,6 +217,9 @@ def test_predict_equals_pedattr_predict_json(served, tmp_path, monkeypatch, caps
     answer = requests.post(f"{served.url}/predict", files=multipart(tmp_path, names), timeout=60)
     assert answer.status_code == 200, answer.text
     assert_json_close(answer.json(), expected, rel=RTOL, abs_=ATOL)
+    # requests asks for gzip; answers are not compressed unless --gzip.
+    assert "gzip" in answer.request.headers["Accept-Encoding"]
+    assert "Content-Encoding" not in answer.headers
     # The same as base64 JSON, named.
     encoded = [base64.b64encode((tmp_path / n).read_bytes()).decode() for n in names]
     answer = requests.post(
