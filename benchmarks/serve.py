@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -44,6 +45,7 @@ import zlib
 from pathlib import Path
 
 import aiohttp
+import psutil
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -143,46 +145,28 @@ async def wait_healthy(url: str, process: subprocess.Popen, seconds: float = 300
     raise SystemExit("pedattr serve did not become healthy")
 
 
-def family(pid: int) -> set[int]:
-    """A process and all its descendants (Linux /proc)."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    members, grew = {pid}, True
-    while grew:
-        children = {child for child, parent in parents.items() if parent in members}
-        grew = not children <= members
-        members |= children
-    return members
+def family(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants still running."""
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
 
 
 def tree_cpu(pid: int) -> float:
     """CPU seconds (user + system) a process and its descendants have used so far."""
-    tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for member in family(pid):
-        try:
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        with contextlib.suppress(psutil.Error):  # a process that ended meanwhile
+            times = member.cpu_times()
+            total += times.user + times.system
     return total
 
 
 def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (Linux /proc)."""
+    """Resident bytes of a process and all its descendants."""
     total = 0
     for member in family(pid):
-        try:
-            lines = Path(f"/proc/{member}/status").read_text().splitlines()
-        except OSError:
-            continue
-        total += sum(int(line.split()[1]) * 1024 for line in lines if line.startswith("VmRSS:"))
+        with contextlib.suppress(psutil.Error):
+            total += member.memory_info().rss
     return total
 
 

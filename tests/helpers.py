@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -239,27 +240,12 @@ def stop_server(process) -> int:
 
 
 def tree_rss(pid: int) -> int:
-    """Resident memory in bytes of a process and all its descendants (Linux /proc)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    family, grew = {pid}, True
-    while grew:
-        children = {child for child, parent in parents.items() if parent in family}
-        grew = not children <= family
-        family |= children
+    """Resident memory in bytes of a process and all its descendants."""
+    import psutil
+
+    root = psutil.Process(pid)
     total = 0
-    for member in family:
-        try:
-            status = Path(f"/proc/{member}/status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) * 1024
+    for member in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):  # a process that ended meanwhile
+            total += member.memory_info().rss
     return total
