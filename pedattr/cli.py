@@ -1050,16 +1050,6 @@ examples:
     )
 
 
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text}")
-    return value
-
-
 def _search(args: argparse.Namespace) -> int:
     from pedattr.video.query import QueryError
     from pedattr.video.search import read_folder, search
@@ -1113,7 +1103,7 @@ examples:
     p.add_argument("query", metavar="QUERY", help="e.g. 'Female & Backpack & !Hat'")
     p.add_argument(
         "--min-prob",
-        type=_probability,
+        type=_share,
         metavar="C",
         help="confidence cut-off from 0 to 1 (default: the tracks' yes/no answers)",
     )

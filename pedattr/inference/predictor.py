@@ -352,9 +352,10 @@ def _parameter_device(model: AttributeModel) -> torch.device:
     return next(model.parameters()).device
 
 
-def _onnx_device(device: str) -> torch.device:
-    """A device for onnxruntime: "auto" is CUDA only when this onnxruntime has CUDA."""
-    if device != "auto":
+def model_device(path: str | os.PathLike, device: str) -> torch.device:
+    """The device the model file ``path`` runs on: for an exported ``.onnx`` model, run by
+    onnxruntime, "auto" is CUDA only when this onnxruntime has CUDA."""
+    if device != "auto" or not is_onnx_path(path):
         return resolve_device(device)
     ort = import_onnx_package("onnxruntime")  # or one line saying how to install it
     cuda = "CUDAExecutionProvider" in ort.get_available_providers()
@@ -446,7 +447,7 @@ class Predictor:
             OnnxModelError: the ``.onnx`` file is not a usable pedattr export.
         """
         if isinstance(device, str):
-            device = _onnx_device(device) if is_onnx_path(path) else resolve_device(device)
+            device = model_device(path, device)
         model = load_runner(path, device=device)
         return cls(
             model,

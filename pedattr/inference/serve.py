@@ -76,9 +76,9 @@ from pedattr.inference.predictor import (
     PredictionFailure,
     Predictor,
     describe_error,
+    model_device,
 )
-from pedattr.models.onnx_runtime import import_onnx_package, is_onnx_path
-from pedattr.utils.device import resolve_device
+from pedattr.models.onnx_runtime import is_onnx_path
 
 #: The engines ``--engine`` names: a PyTorch checkpoint, or an exported ``.onnx`` model.
 ENGINES = ("torch", "onnxruntime")
@@ -570,11 +570,7 @@ def check_engine(settings: ServeSettings) -> None:
 def _accelerator(settings: ServeSettings) -> dict[str, Any]:
     """LitServer's accelerator and devices for the settings' device; "auto" is CUDA only where
     the engine can use it (onnxruntime without its CUDA build runs on the CPU)."""
-    device = settings.device
-    if device == "auto" and settings.engine == "onnxruntime":
-        ort = import_onnx_package("onnxruntime")
-        device = "auto" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
-    resolved = resolve_device(device)
+    resolved = model_device(settings.checkpoint, settings.device)  # engine checked to suit it
     if resolved.type == "cpu":
         return {"accelerator": "cpu", "devices": 1}
     return {"accelerator": "cuda", "devices": [resolved.index or 0]}
