@@ -42,6 +42,7 @@ import asyncio
 import base64
 import binascii
 import json
+import logging
 import os
 import re
 import signal
@@ -616,9 +617,21 @@ def _stop_quietly_in_children() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
+class ManagerGoneFilter(logging.Filter):
+    """Drop LitServe's "Monitoring worker crashed" record when what broke is the connection to
+    its multiprocessing manager: the manager is shut down during a graceful stop while the
+    monitoring thread may still be polling it, so that record reports the stop, not a crash."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        manager_gone = isinstance(error, (EOFError, ConnectionError))  # BrokenPipe, reset
+        return not (manager_gone and record.getMessage() == "Monitoring worker crashed")
+
+
 def run_server(settings: ServeSettings, *, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve until Ctrl-C or SIGTERM, then stop every process it started."""
     server = build_server(settings)
+    logging.getLogger("litserve.server").addFilter(ManagerGoneFilter())
     _stop_quietly_in_children()
     print(
         f"serving {settings.checkpoint} on http://{host}:{port} "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import queue
 import socket
 import threading
@@ -114,6 +115,20 @@ def test_answers_are_compressed_only_with_gzip(tmp_path, gzip):
     server = serve.build_server(serve.ServeSettings(str(checkpoint), device="cpu", gzip=gzip))
     kinds = [middleware.cls for middleware in server.app.user_middleware]
     assert (GZipMiddleware in kinds) is gzip
+
+
+def _record(message: str, error: BaseException) -> logging.LogRecord:
+    return logging.LogRecord(
+        "litserve.server", logging.ERROR, "", 0, message, (), (type(error), error, None)
+    )
+
+
+def test_only_the_monitor_losing_the_stopped_manager_is_dropped():
+    keep = serve.ManagerGoneFilter().filter
+    assert not keep(_record("Monitoring worker crashed", BrokenPipeError(32, "Broken pipe")))
+    assert not keep(_record("Monitoring worker crashed", EOFError()))
+    assert keep(_record("Monitoring worker crashed", ValueError("a real failure")))
+    assert keep(_record("Worker died", BrokenPipeError(32, "Broken pipe")))
 
 
 def test_workers_leave_a_core_to_the_http_process(monkeypatch):
