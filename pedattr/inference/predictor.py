@@ -42,6 +42,7 @@ from torch import Tensor
 from pedattr.checkpoint.format import load_runner
 from pedattr.checkpoint.thresholds import resolve_thresholds
 from pedattr.data.dataset import (
+    ImageTransform,
     build_transform,
     load_rgb,
     sixteen_bit_to_uint8,
@@ -331,13 +332,41 @@ class Prediction:
 
 
 @dataclass
-class _Prepared:
-    """One input after decoding and resizing (what a decoding thread returns)."""
+class PreparedImage:
+    """One input decoded and resized to the model's input size: what
+    :meth:`Predictor.predict_prepared` takes. ``pedattr serve`` prepares images where requests
+    arrive and predicts them in its inference worker.
 
-    item: ImageInput
-    pixels: Tensor  # uint8 [3, H, W] at the model's input size
-    image_size: tuple[int, int]  # original (H, W)
-    preview: Image.Image | None
+    Attributes:
+        source: the file, or a label for an in-memory image (the record's ``source``).
+        pixels: uint8 [3, H, W] at the model's input size.
+        image_size: the original image's (height, width); boxes are mapped back to it.
+        preview: the RGB image, kept only when asked for (:data:`PREVIEW_MAX_SIDE`).
+        frame: the video frame number, for frames of a video.
+        crop: (x0, y0, x1, y1) of the frame this image was cut from, for video crops.
+    """
+
+    source: str
+    pixels: Tensor
+    image_size: tuple[int, int]
+    preview: Image.Image | None = None
+    frame: int | None = None
+    crop: tuple[int, int, int, int] | None = None
+
+
+def prepare_image(
+    item: ImageInput, transform: ImageTransform, *, keep: bool = False
+) -> PreparedImage | PredictionFailure:
+    """Decode and resize one input with the evaluation transform; any error becomes a failure
+    naming it (one bad input must not stop the others)."""
+    try:
+        image = to_rgb_image(item.image)
+        pixels = transform(image)
+    except Exception as err:
+        return PredictionFailure(item.source, describe_error(err), item.frame, item.crop)
+    preview = _preview(image) if keep else None
+    size = (image.height, image.width)
+    return PreparedImage(item.source, pixels, size, preview, item.frame, item.crop)
 
 
 def _preview(image: Image.Image) -> Image.Image:
@@ -524,29 +553,19 @@ class Predictor:
             done: Future = Future()
             done.set_result(item)
             return done
-        return pool.submit(self._prepare, item, keep)
-
-    def _prepare(self, item: ImageInput, keep: bool) -> _Prepared | PredictionFailure:
-        """Decode and resize one input; any error becomes a failure naming it."""
-        try:
-            image = to_rgb_image(item.image)
-            pixels = self.transform(image)
-        except Exception as err:  # one bad input must not stop the others
-            return PredictionFailure(item.source, describe_error(err), item.frame, item.crop)
-        return _Prepared(
-            item, pixels, (image.height, image.width), _preview(image) if keep else None
-        )
+        return pool.submit(prepare_image, item, self.transform, keep=keep)
 
     def _finish(self, futures: list[Future]) -> Iterator[Prediction | PredictionFailure]:
         results = [future.result() for future in futures]
-        prepared = [r for r in results if isinstance(r, _Prepared)]
-        predictions = iter(self._forward(prepared) if prepared else [])
+        prepared = [r for r in results if isinstance(r, PreparedImage)]
+        predictions = iter(self.predict_prepared(prepared) if prepared else [])
         for result in results:
-            yield next(predictions) if isinstance(result, _Prepared) else result
+            yield next(predictions) if isinstance(result, PreparedImage) else result
 
-    def _forward(self, prepared: list[_Prepared]) -> list[Prediction]:
-        """One forward pass over a batch of resized images: the evaluation's
-        (:func:`~pedattr.evaluation.forward.forward_batch`), then mapped to image pixels."""
+    def predict_prepared(self, prepared: Sequence[PreparedImage]) -> list[Prediction]:
+        """One forward pass over images already prepared (:func:`prepare_image` with this
+        predictor's ``transform``): the evaluation's forward
+        (:func:`~pedattr.evaluation.forward.forward_batch`), mapped back to image pixels."""
         images = torch.stack([p.pixels for p in prepared])
         output = forward_batch(self.model, images, device=self.device, peaks=self.peaks)
         sizes = [p.image_size for p in prepared]
@@ -572,7 +591,7 @@ class Predictor:
 
     def _prediction(
         self,
-        prepared: _Prepared,
+        prepared: PreparedImage,
         probs: np.ndarray,
         winners: np.ndarray,
         branch_names: tuple[str, ...],
@@ -581,9 +600,8 @@ class Predictor:
         k: int,
     ) -> Prediction:
         names = self.attribute_names
-        item = prepared.item
         return Prediction(
-            source=item.source,
+            source=prepared.source,
             image_size=prepared.image_size,
             probabilities={name: float(p) for name, p in zip(names, probs, strict=True)},
             attributes=[n for n, p, t in zip(names, probs, self.thresholds, strict=True) if p > t],
@@ -591,8 +609,8 @@ class Predictor:
             winning_level={
                 name: branch_names[int(w)] for name, w in zip(names, winners, strict=True)
             },
-            frame=item.frame,
-            crop=item.crop,
+            frame=prepared.frame,
+            crop=prepared.crop,
             preview=prepared.preview,
             peaks=self._per_level(peaks, k),
         )

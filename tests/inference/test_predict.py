@@ -27,9 +27,12 @@ from pedattr.evaluation.evaluate import predict_loader
 from pedattr.inference import command, sources
 from pedattr.inference.predictor import (
     GLOBAL_BRANCH,
+    ImageInput,
     ImageReadError,
     Prediction,
+    PredictionFailure,
     Predictor,
+    prepare_image,
 )
 from pedattr.inference.visualize import (
     _font,
@@ -287,6 +290,20 @@ def test_without_peaks_the_predictions_are_the_same_and_peaks_empty(checkpoint, 
     assert without.probabilities == with_peaks.probabilities
     assert without.boxes == with_peaks.boxes
     assert without.winning_level == with_peaks.winning_level
+
+
+def test_prepared_images_predict_as_the_images_do(predictor, picture, tmp_path):
+    """What `pedattr serve` does in two processes: prepare where the image arrives, predict
+    the prepared batch elsewhere."""
+    Image.fromarray(picture).save(tmp_path / "person.png")
+    items = [ImageInput(picture, "array"), ImageInput(tmp_path / "person.png", "person.png")]
+    prepared = [prepare_image(item, predictor.transform) for item in items]
+    assert [p.image_size for p in prepared] == [picture.shape[:2]] * 2
+    assert predictor.predict_prepared(prepared) == predictor.predict(items)
+    failure = prepare_image(
+        ImageInput(tmp_path / "missing.png", "missing.png"), predictor.transform
+    )
+    assert isinstance(failure, PredictionFailure) and failure.source == "missing.png"
 
 
 @pytest.mark.slow
