@@ -853,9 +853,12 @@ examples:
 
 
 def _track(args: argparse.Namespace) -> int:
+    from pedattr.utils.allocator import keep_freed_memory
     from pedattr.video.evaluate import check_evaluation
     from pedattr.video.pipeline import VideoPipeline
     from pedattr.video.sources import FrameSource
+
+    keep_freed_memory()  # a long run of forward passes (docs/performance.md)
 
     options = dict(every=args.every, start=args.start, end=args.end, fps=args.fps)
     if args.eval and len(args.eval) != len(args.sources):

@@ -27,6 +27,7 @@ from pedattr.inference.sources import (
     read_crops,
 )
 from pedattr.inference.visualize import draw_attribute_boxes, save_image
+from pedattr.utils.allocator import keep_freed_memory
 from pedattr.utils.io import atomic_write
 
 #: Show a progress bar from this many inputs on (and only on a terminal).
@@ -179,6 +180,7 @@ def run_predict(
     if every < 1:
         raise ValueError(f"every must be at least 1, got {every}")
     crop_list = read_crops(crops) if crops is not None else None
+    keep_freed_memory()  # a long run of forward passes (docs/performance.md)
     predictor = Predictor.from_checkpoint(
         checkpoint, device=device, thresholds=thresholds, batch_size=batch_size, peaks=peaks
     )
