@@ -191,10 +191,21 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(checkpoint: Path, *options: str, wait: float = 180.0) -> tuple[object, str]:
+def _as_in_a_terminal() -> None:
+    """In the child, before it runs: SIGINT as in a terminal's foreground job (a test runner
+    started in the background inherits it ignored)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_server(
+    checkpoint: Path, *options: str, wait: float = 180.0, own_group: bool = False
+) -> tuple[object, str]:
     """``pedattr serve`` in a subprocess on a free port, once ``/health`` answers 200:
     (the process, its base URL). The process's output goes to a file beside the checkpoint,
-    shown if it fails to start."""
+    shown if it fails to start. ``own_group``: in a process group of its own, with SIGINT as
+    in a terminal, so that a test can press Ctrl-C (signal the whole group)."""
     import os
     import subprocess
     import sys
@@ -208,7 +219,8 @@ def start_server(checkpoint: Path, *options: str, wait: float = 180.0) -> tuple[
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     log = checkpoint.with_name(f"serve-{port}.log")
     with open(log, "w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        group = {"start_new_session": True, "preexec_fn": _as_in_a_terminal} if own_group else {}
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, **group)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -17,20 +17,20 @@ behaviours shape this module:
 
 * its batched loop treats a batch as a whole: an exception in ``decode_request``,
   ``predict`` or ``encode_response`` for one request answers every request of the batch with
-  that error. So every check that can be made without decoding pixels (body size, content type,
-  fields, base64, that Pillow recognises the image, its pixel count) runs in the HTTP process,
-  before the request is queued, and a request refused there never reaches a batch. An image
-  that fails only when decoded (a truncated file) becomes a
-  :class:`~pedattr.inference.predictor.PredictionFailure` in the worker, as in ``pedattr
-  predict``, and its request alone is answered 422;
+  that error. So every check (body size, content type, fields, base64, the pixel count read
+  from the image's header, then decoding) runs in the HTTP process, before the request is
+  queued, and a request refused there never reaches a batch;
 * its default ``POST`` route parses JSON and forms itself, answers a malformed body with 500
   and has no per-request error status. So :class:`PredictSpec`, a ``LitSpec`` (LitServe's
   extension point for custom routes, as its OpenAI spec uses), owns ``POST /predict`` and
   ``GET /model``; it queues requests with LitServe's queue and response buffer, so batching,
   workers and ``/health`` stay LitServe's.
 
-A request may hold several images; a batch is the images of its requests together, run through
-:class:`~pedattr.inference.predictor.Predictor` (the same decoding, resizing, forward and
+The HTTP process also decodes and resizes each image
+(:func:`~pedattr.inference.predictor.prepare_image`, in threads), so that the worker's core runs
+the model alone, as ``pedattr predict`` decodes the next batch while the model runs. A request
+may hold several images; a batch is the images of its requests together, run through
+:meth:`~pedattr.inference.predictor.Predictor.predict_prepared` (the same resizing, forward and
 records as ``pedattr predict``) in forward passes of at most ``max_batch_size`` images.
 
 Refusals are a 4xx status with one JSON line ``{"error": "..."}`` (docs/serve.md lists them).
@@ -56,6 +56,7 @@ from queue import Empty
 from typing import Any
 
 import litserve as ls
+import numpy as np
 import torch
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
@@ -70,16 +71,19 @@ from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import ClientDisconnect
 
 from pedattr._version import __version__
+from pedattr.data.dataset import ImageTransform
 from pedattr.errors import Interrupted
 from pedattr.inference.predictor import (
     ImageInput,
     Prediction,
     PredictionFailure,
     Predictor,
-    describe_error,
+    PreparedImage,
     model_device,
+    prepare_image,
 )
 from pedattr.models.onnx_runtime import is_onnx_path
+from pedattr.utils.allocator import keep_freed_memory
 
 #: The engines ``--engine`` names: a PyTorch checkpoint, or an exported ``.onnx`` model.
 ENGINES = ("torch", "onnxruntime")
@@ -318,17 +322,30 @@ def load_predictor(settings: ServeSettings, device: str) -> Predictor:
     )
 
 
-def _open(name: str, data: bytes) -> ImageInput | PredictionFailure:
-    """A lazily decoded image; decoding (and its errors) happens in the Predictor."""
-    try:
-        return ImageInput(Image.open(BytesIO(data)), name)
-    except Exception as err:  # checked in the HTTP process already; never fail the batch
-        return PredictionFailure(name, describe_error(err))
+#: What a queued request carries per image: its name, uint8 [3, H, W] pixels at the model's
+#: input size (NumPy: queued by pickling, unlike a tensor) and the original (height, width).
+QueuedImage = tuple[str, np.ndarray, tuple[int, int]]
 
 
-def split_results(
-    results: Sequence[Prediction | PredictionFailure], counts: Sequence[int]
-) -> list[list[Prediction | PredictionFailure]]:
+def prepare_images(
+    images: Sequence[tuple[str, bytes]], transform: ImageTransform
+) -> list[QueuedImage]:
+    """Decode and resize a request's images as ``pedattr predict`` does.
+
+    Raises:
+        BadRequest: 422 naming every image that could not be decoded (a truncated file).
+    """
+    prepared = [
+        prepare_image(ImageInput(Image.open(BytesIO(data)), name), transform)
+        for name, data in images
+    ]
+    failures = [str(p) for p in prepared if isinstance(p, PredictionFailure)]
+    if failures:
+        raise BadRequest(422, "; ".join(failures))
+    return [(p.source, p.pixels.numpy(), p.image_size) for p in prepared]
+
+
+def split_results(results: Sequence[Prediction], counts: Sequence[int]) -> list[list[Prediction]]:
     """The results of a batch's images, back in their requests (``counts`` images each)."""
     parts, start = [], 0
     for count in counts:
@@ -337,14 +354,6 @@ def split_results(
     if start != len(results):
         raise ValueError(f"{len(results)} results for {start} images")
     return parts
-
-
-def encode_results(results: Sequence[Prediction | PredictionFailure]) -> Any:
-    """One request's answer: its records, or (an image failed to decode) the 422 reason."""
-    failures = [str(r) for r in results if isinstance(r, PredictionFailure)]
-    if failures:
-        return {"error": "; ".join(failures), "status": 422}
-    return [result.to_dict() for result in results]
 
 
 def worker_threads(settings: ServeSettings, cpus: int | None = None) -> int | None:
@@ -441,27 +450,47 @@ class AttributeAPI(ls.LitAPI):
         self.settings = settings
 
     def setup(self, device: str) -> None:
+        # Ctrl-C in a terminal interrupts every process of the group; the worker leaves stopping
+        # to the main process, which ends it after the HTTP process (a KeyboardInterrupt here
+        # would print a traceback from the middle of a queue read).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         threads = worker_threads(self.settings)
         if threads is not None and device == "cpu" and self.settings.engine == "torch":
             torch.set_num_threads(threads)
+        keep_freed_memory()  # batch sizes vary under load (docs/serve.md)
         self.predictor = load_predictor(self.settings, device)
+        self._warm_up()
 
-    def decode_request(self, request: list[tuple[str, bytes]], **kwargs: Any) -> list[Any]:
-        return [_open(name, data) for name, data in request]
+    def _warm_up(self) -> None:
+        """One forward pass at the largest batch before the first request: the memory it
+        takes stays with the process (:func:`keep_freed_memory`), so that a full batch under
+        load finds its buffers ready instead of taking fresh pages from the system."""
+        height, width = self.predictor.input_size
+        blank = torch.zeros(3, height, width, dtype=torch.uint8)
+        image = PreparedImage("<warm-up>", blank, (height, width))
+        self.predictor.predict_prepared([image] * self.settings.max_batch_size)
+
+    def decode_request(self, request: list[QueuedImage], **kwargs: Any) -> list[PreparedImage]:
+        return [
+            PreparedImage(name, torch.from_numpy(pixels), size) for name, pixels, size in request
+        ]
 
     def batch(self, inputs: list[list[Any]]) -> list[list[Any]]:
         return inputs
 
-    def predict(self, x: list[list[Any]], **kwargs: Any) -> list[list[Any]]:
+    def predict(self, x: list[list[PreparedImage]], **kwargs: Any) -> list[list[Prediction]]:
         images = [image for request in x for image in request]
-        results = list(self.predictor.predict_iter(images))
+        size = self.settings.max_batch_size
+        results = []
+        for start in range(0, len(images), size):
+            results += self.predictor.predict_prepared(images[start : start + size])
         return split_results(results, [len(request) for request in x])
 
     def unbatch(self, output: list[Any]) -> list[Any]:
         return output
 
     def encode_response(self, output: Sequence[Any], **kwargs: Any) -> Any:
-        # The records are made in the HTTP process (encode_results), which has the less work.
+        # The records are made in the HTTP process (PredictSpec), which has the less work.
         return output
 
 
@@ -499,11 +528,14 @@ def model_description(predictor: Predictor, settings: ServeSettings) -> dict[str
 class PredictSpec(LitSpec):
     """``POST /predict`` and ``GET /model``, checked in the HTTP process before queueing."""
 
-    def __init__(self, settings: ServeSettings, description: dict[str, Any]) -> None:
+    def __init__(
+        self, settings: ServeSettings, description: dict[str, Any], transform: ImageTransform
+    ) -> None:
         super().__init__()
         self.api_path = "/predict"
         self.settings = settings
         self.description = description
+        self.transform = transform
 
     def pre_setup(self, lit_api: ls.LitAPI) -> None:
         self.add_endpoint(self.api_path, self.predict, ["POST"])
@@ -521,13 +553,16 @@ class PredictSpec(LitSpec):
     async def predict(self, request: Request) -> Response:
         try:
             images = await read_images(request, self.settings)
+            # In a thread: decoding a large image must not hold up the other requests.
+            loop = asyncio.get_running_loop()
+            prepared = await loop.run_in_executor(None, prepare_images, images, self.transform)
         except BadRequest as refused:
             return error_response(refused.status, refused.reason)
         except ClientDisconnect:  # nobody to answer; nothing was queued
             return Response(status_code=400)
-        return await self._queue_and_wait(images)
+        return await self._queue_and_wait(prepared)
 
-    async def _queue_and_wait(self, images: list[tuple[str, bytes]]) -> Response:
+    async def _queue_and_wait(self, images: list[QueuedImage]) -> Response:
         uid = str(uuid.uuid4())
         event = asyncio.Event()
         self.response_buffer[uid] = ResponseBufferItem(event=event)
@@ -543,10 +578,7 @@ class PredictSpec(LitSpec):
             if timed_out:
                 return error_response(504, "the request waited too long in the queue")
             return error_response(500, "the model failed on this batch; see the server's log")
-        answer = encode_results(output)
-        if isinstance(answer, dict):
-            return error_response(answer["status"], answer["error"])
-        return JSONResponse(answer)
+        return JSONResponse([prediction.to_dict() for prediction in output])
 
 
 # --- the server -------------------------------------------------------------------------------
@@ -587,14 +619,13 @@ def build_server(settings: ServeSettings) -> ls.LitServer:
     """
     check_engine(settings)
     placement = _accelerator(settings)
-    description = model_description(load_predictor(settings, "cpu"), settings)
-    spec = PredictSpec(settings, description)
+    predictor = load_predictor(settings, "cpu")
+    spec = PredictSpec(settings, model_description(predictor, settings), predictor.transform)
     api = AttributeAPI(settings, spec)
     server = ls.LitServer(
         api,
         workers_per_device=settings.workers,
         timeout=settings.timeout,
-        fast_queue=True,  # answers travel by ZeroMQ, not through the multiprocessing manager
         **placement,
     )
     if not settings.gzip:  # LitServer adds it to its app, built before the first request
@@ -630,6 +661,7 @@ class ManagerGoneFilter(logging.Filter):
 
 def run_server(settings: ServeSettings, *, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve until Ctrl-C or SIGTERM, then stop every process it started."""
+    keep_freed_memory()  # here and in the HTTP process, forked from this one
     server = build_server(settings)
     logging.getLogger("litserve.server").addFilter(ManagerGoneFilter())
     _stop_quietly_in_children()

@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import queue
+import signal
 import socket
 import threading
 import time
@@ -18,7 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
+from PIL import Image
 
 pytest.importorskip("litserve")
 requests = pytest.importorskip("requests")
@@ -27,8 +31,9 @@ from starlette.middleware.gzip import GZipMiddleware  # noqa: E402
 
 from pedattr.checkpoint.format import load_model  # noqa: E402
 from pedattr.cli import main  # noqa: E402
+from pedattr.data.dataset import build_transform  # noqa: E402
 from pedattr.inference import serve  # noqa: E402
-from pedattr.inference.predictor import Prediction, PredictionFailure  # noqa: E402
+from pedattr.inference.predictor import Prediction  # noqa: E402
 from tests.helpers import (  # noqa: E402
     LEARNABLE_ATTRIBUTES,
     assert_json_close,
@@ -86,18 +91,30 @@ def test_json_images_decode_base64_names_and_data_urls():
     assert serve.image_name(None, 3) == "<image 3>"
 
 
-def test_results_split_back_into_their_requests_and_failures_make_422():
-    record = Prediction("a.png", (4, 2), {"x": 0.7}, ["x"], {}, {"x": "global"})
-    failure = PredictionFailure("b.png", "cannot read the image: image file is truncated")
-    parts = serve.split_results([record, failure, record], [1, 2])
-    assert parts == [[record], [failure, record]]
-    assert serve.encode_results(parts[0]) == [record.to_dict()]
-    assert serve.encode_results(parts[1]) == {
-        "error": "b.png: cannot read the image: image file is truncated",
-        "status": 422,
-    }
+def test_results_split_back_into_their_requests():
+    first = Prediction("a.png", (4, 2), {"x": 0.7}, ["x"], {}, {"x": "global"})
+    second = Prediction("b.png", (4, 2), {"x": 0.2}, [], {}, {"x": "global"})
+    assert serve.split_results([first, second, first], [1, 2]) == [[first], [second, first]]
     with pytest.raises(ValueError, match="3 results for 2 images"):
-        serve.split_results([record] * 3, [1, 1])
+        serve.split_results([first] * 3, [1, 1])
+
+
+def test_images_are_prepared_in_the_http_process_as_predict_prepares_them(tmp_path: Path):
+    transform = build_transform((32, 16))
+    image = Image.new("RGB", (20, 50), (200, 30, 40))
+    image.save(tmp_path / "person.png")
+    data = (tmp_path / "person.png").read_bytes()
+    [(name, pixels, size)] = serve.prepare_images([("person.png", data)], transform)
+    assert (name, pixels.dtype, pixels.shape) == ("person.png", np.uint8, (3, 32, 16))
+    assert size == (50, 20)
+    assert np.array_equal(pixels, transform(image).numpy())
+    # Every image that fails to decode is named in the one 422 reason.
+    cut = data[: len(data) // 2]
+    with pytest.raises(serve.BadRequest) as refused:
+        serve.prepare_images([("a.png", data), ("b.png", cut), ("c.png", cut)], transform)
+    assert refused.value.status == 422
+    assert refused.value.reason.startswith("b.png: cannot read the image")
+    assert "; c.png: cannot read the image" in refused.value.reason
 
 
 def test_the_engine_must_suit_the_model_file():
@@ -311,6 +328,22 @@ def test_clients_that_hang_up_do_not_break_a_batch(served, tmp_path, monkeypatch
         assert_json_close(found, wanted, rel=RTOL, abs_=ATOL)
     assert served.process.poll() is None
     assert requests.get(f"{served.url}/health", timeout=10).status_code == 200
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_process_without_a_traceback(served):
+    """Ctrl-C in a terminal sends SIGINT to every process of the group (as do `pkill -f` and
+    systemd's control-group stop), not only to the main one."""
+    process, url = start_server(served.checkpoint, own_group=True)
+    port = url.rsplit(":", 1)[1]
+    members = psutil.Process(process.pid).children(recursive=True)
+    assert members, "the service runs its HTTP process and worker as children"
+    os.killpg(process.pid, signal.SIGINT)
+    assert process.wait(timeout=60) == 0
+    _, alive = psutil.wait_procs(members, timeout=30)
+    assert not alive, f"left running: {[p.pid for p in alive]}"
+    log = served.checkpoint.with_name(f"serve-{port}.log").read_text()
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log
 
 
 @pytest.mark.slow
