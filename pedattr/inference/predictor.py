@@ -354,6 +354,25 @@ class PreparedImage:
     crop: tuple[int, int, int, int] | None = None
 
 
+@dataclass
+class ImageOutputs:
+    """What the model says about one prepared image, as arrays (:meth:`Predictor.forward_prepared`):
+    small, and cheap to send to another process.
+
+    Attributes:
+        probs: [M] the attributes' probabilities.
+        winners: [M] the index of the branch whose logit won the max vote (the levels, then
+            the global branch).
+        boxes: [L, M, 4] (x0, y0, x1, y1) in pixels of the image; None without ALM levels.
+        peaks: [L, M, 2] (x, y) in pixels of the image; None when peaks are not recorded.
+    """
+
+    probs: np.ndarray
+    winners: np.ndarray
+    boxes: np.ndarray | None
+    peaks: np.ndarray | None
+
+
 def prepare_image(
     item: ImageInput, transform: ImageTransform, *, keep: bool = False
 ) -> PreparedImage | PredictionFailure:
@@ -564,8 +583,15 @@ class Predictor:
 
     def predict_prepared(self, prepared: Sequence[PreparedImage]) -> list[Prediction]:
         """One forward pass over images already prepared (:func:`prepare_image` with this
-        predictor's ``transform``): the evaluation's forward
-        (:func:`~pedattr.evaluation.forward.forward_batch`), mapped back to image pixels."""
+        predictor's ``transform``), and their records."""
+        outputs = self.forward_prepared(prepared)
+        return [self.prediction(p, out) for p, out in zip(prepared, outputs, strict=True)]
+
+    def forward_prepared(self, prepared: Sequence[PreparedImage]) -> list[ImageOutputs]:
+        """The arrays of :meth:`predict_prepared` without the records, one per image: the
+        evaluation's forward pass (:func:`~pedattr.evaluation.forward.forward_batch`), boxes
+        and peaks mapped back to each image's pixels. ``pedattr serve`` runs this in its
+        worker and :meth:`prediction` where the answer is written."""
         images = torch.stack([p.pixels for p in prepared])
         output = forward_batch(self.model, images, device=self.device, peaks=self.peaks)
         sizes = [p.image_size for p in prepared]
@@ -573,8 +599,6 @@ class Predictor:
         if output.peaks is not None:
             peaks = points_to_pixels(output.peaks, input_size=self.input_size, image_size=sizes)
         probs = output.probs.astype(np.float64)
-        # ALM's branches are the levels then the global one; the baseline has only the latter.
-        branch_names = (*self.level_names, GLOBAL_BRANCH)
         pixel_boxes = None
         if output.boxes is not None:
             pixel_boxes = boxes_to_pixels(
@@ -585,43 +609,44 @@ class Predictor:
                 align_corners=self.model.config.align_corners,
             )
         return [
-            self._prediction(p, probs[k], output.winners[k], branch_names, pixel_boxes, peaks, k)
-            for k, p in enumerate(prepared)
+            ImageOutputs(
+                probs[k],
+                np.asarray(output.winners[k]),
+                None if pixel_boxes is None else pixel_boxes[k],
+                None if peaks is None else peaks[k],
+            )
+            for k in range(len(prepared))
         ]
 
-    def _prediction(
-        self,
-        prepared: PreparedImage,
-        probs: np.ndarray,
-        winners: np.ndarray,
-        branch_names: tuple[str, ...],
-        pixel_boxes: np.ndarray | None,
-        peaks: np.ndarray | None,
-        k: int,
-    ) -> Prediction:
+    def prediction(self, prepared: PreparedImage, outputs: ImageOutputs) -> Prediction:
+        """The record of one prepared image from its :meth:`forward_prepared` arrays (its
+        pixels are not read)."""
         names = self.attribute_names
+        # ALM's branches are the levels then the global one; the baseline has only the latter.
+        branch_names = (*self.level_names, GLOBAL_BRANCH)
+        probs = outputs.probs
         return Prediction(
             source=prepared.source,
             image_size=prepared.image_size,
             probabilities={name: float(p) for name, p in zip(names, probs, strict=True)},
             attributes=[n for n, p, t in zip(names, probs, self.thresholds, strict=True) if p > t],
-            boxes=self._per_level(pixel_boxes, k),
+            boxes=self._per_level(outputs.boxes),
             winning_level={
-                name: branch_names[int(w)] for name, w in zip(names, winners, strict=True)
+                name: branch_names[int(w)] for name, w in zip(names, outputs.winners, strict=True)
             },
             frame=prepared.frame,
             crop=prepared.crop,
             preview=prepared.preview,
-            peaks=self._per_level(peaks, k),
+            peaks=self._per_level(outputs.peaks),
         )
 
-    def _per_level(self, values: np.ndarray | None, k: int) -> dict[str, dict[str, tuple]]:
-        """Image k's [L, M, D] values as attribute -> level -> tuple; empty when None."""
+    def _per_level(self, values: np.ndarray | None) -> dict[str, dict[str, tuple]]:
+        """An image's [L, M, D] values as attribute -> level -> tuple; empty when None."""
         if values is None:
             return {}
         return {
             name: {
-                level: tuple(float(v) for v in values[k, j, m])
+                level: tuple(float(v) for v in values[j, m])
                 for j, level in enumerate(self.level_names)
             }
             for m, name in enumerate(self.attribute_names)

@@ -27,11 +27,12 @@ behaviours shape this module:
   workers and ``/health`` stay LitServe's.
 
 The HTTP process also decodes and resizes each image
-(:func:`~pedattr.inference.predictor.prepare_image`, in threads), so that the worker's core runs
-the model alone, as ``pedattr predict`` decodes the next batch while the model runs. A request
-may hold several images; a batch is the images of its requests together, run through
-:meth:`~pedattr.inference.predictor.Predictor.predict_prepared` (the same resizing, forward and
-records as ``pedattr predict``) in forward passes of at most ``max_batch_size`` images.
+(:func:`~pedattr.inference.predictor.prepare_image`, in threads) and writes the records from the
+model's arrays (:meth:`~pedattr.inference.predictor.Predictor.prediction`), so that the worker's
+core runs the model alone, as ``pedattr predict`` decodes the next batch while the model runs. A
+request may hold several images; a batch is the images of its requests together, run through
+:meth:`~pedattr.inference.predictor.Predictor.forward_prepared` (the same resizing and forward
+as ``pedattr predict``) in forward passes of at most ``max_batch_size`` images.
 
 Refusals are a 4xx status with one JSON line ``{"error": "..."}`` (docs/serve.md lists them).
 """
@@ -53,7 +54,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from io import BytesIO
 from queue import Empty
-from typing import Any
+from typing import Any, TypeVar
 
 import litserve as ls
 import numpy as np
@@ -75,7 +76,7 @@ from pedattr.data.dataset import ImageTransform
 from pedattr.errors import Interrupted
 from pedattr.inference.predictor import (
     ImageInput,
-    Prediction,
+    ImageOutputs,
     PredictionFailure,
     Predictor,
     PreparedImage,
@@ -329,7 +330,7 @@ QueuedImage = tuple[str, np.ndarray, tuple[int, int]]
 
 def prepare_images(
     images: Sequence[tuple[str, bytes]], transform: ImageTransform
-) -> list[QueuedImage]:
+) -> list[PreparedImage]:
     """Decode and resize a request's images as ``pedattr predict`` does.
 
     Raises:
@@ -342,10 +343,19 @@ def prepare_images(
     failures = [str(p) for p in prepared if isinstance(p, PredictionFailure)]
     if failures:
         raise BadRequest(422, "; ".join(failures))
-    return [(p.source, p.pixels.numpy(), p.image_size) for p in prepared]
+    return prepared
 
 
-def split_results(results: Sequence[Prediction], counts: Sequence[int]) -> list[list[Prediction]]:
+#: An image's result: its record, or the model's arrays for it.
+Result = TypeVar("Result")
+
+
+def queued(images: Sequence[PreparedImage]) -> list[QueuedImage]:
+    """What the request queue carries of prepared images."""
+    return [(image.source, image.pixels.numpy(), image.image_size) for image in images]
+
+
+def split_results(results: Sequence[Result], counts: Sequence[int]) -> list[list[Result]]:
     """The results of a batch's images, back in their requests (``counts`` images each)."""
     parts, start = [], 0
     for count in counts:
@@ -478,19 +488,20 @@ class AttributeAPI(ls.LitAPI):
     def batch(self, inputs: list[list[Any]]) -> list[list[Any]]:
         return inputs
 
-    def predict(self, x: list[list[PreparedImage]], **kwargs: Any) -> list[list[Prediction]]:
+    def predict(self, x: list[list[PreparedImage]], **kwargs: Any) -> list[list[ImageOutputs]]:
         images = [image for request in x for image in request]
         size = self.settings.max_batch_size
-        results = []
+        outputs = []
         for start in range(0, len(images), size):
-            results += self.predictor.predict_prepared(images[start : start + size])
-        return split_results(results, [len(request) for request in x])
+            outputs += self.predictor.forward_prepared(images[start : start + size])
+        return split_results(outputs, [len(request) for request in x])
 
     def unbatch(self, output: list[Any]) -> list[Any]:
         return output
 
     def encode_response(self, output: Sequence[Any], **kwargs: Any) -> Any:
-        # The records are made in the HTTP process (PredictSpec), which has the less work.
+        # The records are made in the HTTP process (PredictSpec), which has the less work, from
+        # arrays that are quicker to send through LitServe's queues than the records.
         return output
 
 
@@ -526,16 +537,25 @@ def model_description(predictor: Predictor, settings: ServeSettings) -> dict[str
 
 
 class PredictSpec(LitSpec):
-    """``POST /predict`` and ``GET /model``, checked in the HTTP process before queueing."""
+    """``POST /predict`` and ``GET /model``, checked in the HTTP process before queueing.
+
+    ``predictor`` (loaded on the CPU) prepares the images and writes the records; its model
+    does not run here.
+    """
 
     def __init__(
-        self, settings: ServeSettings, description: dict[str, Any], transform: ImageTransform
+        self, settings: ServeSettings, description: dict[str, Any], predictor: Predictor
     ) -> None:
         super().__init__()
         self.api_path = "/predict"
         self.settings = settings
         self.description = description
-        self.transform = transform
+        self.predictor: Predictor | None = predictor
+
+    def __getstate__(self) -> dict[str, Any]:
+        # LitServe sends the spec to each worker (spawned) with the API; the worker loads its own
+        # model, so the HTTP side's is left behind. The HTTP processes are forked and keep it.
+        return {**super().__getstate__(), "predictor": None}
 
     def pre_setup(self, lit_api: ls.LitAPI) -> None:
         self.add_endpoint(self.api_path, self.predict, ["POST"])
@@ -555,19 +575,26 @@ class PredictSpec(LitSpec):
             images = await read_images(request, self.settings)
             # In a thread: decoding a large image must not hold up the other requests.
             loop = asyncio.get_running_loop()
-            prepared = await loop.run_in_executor(None, prepare_images, images, self.transform)
+            transform = self._predictor().transform
+            prepared = await loop.run_in_executor(None, prepare_images, images, transform)
         except BadRequest as refused:
             return error_response(refused.status, refused.reason)
         except ClientDisconnect:  # nobody to answer; nothing was queued
             return Response(status_code=400)
         return await self._queue_and_wait(prepared)
 
-    async def _queue_and_wait(self, images: list[QueuedImage]) -> Response:
+    def _predictor(self) -> Predictor:
+        if self.predictor is None:
+            raise RuntimeError("PredictSpec's predictor is not sent to worker processes")
+        return self.predictor
+
+    async def _queue_and_wait(self, images: list[PreparedImage]) -> Response:
         uid = str(uuid.uuid4())
         event = asyncio.Event()
         self.response_buffer[uid] = ResponseBufferItem(event=event)
         try:
-            self.request_queue.put((self.response_queue_id, uid, time.monotonic(), images))
+            item = (self.response_queue_id, uid, time.monotonic(), queued(images))
+            self.request_queue.put(item)
             await event.wait()
             output, status = self.response_buffer[uid].response
         finally:
@@ -578,7 +605,12 @@ class PredictSpec(LitSpec):
             if timed_out:
                 return error_response(504, "the request waited too long in the queue")
             return error_response(500, "the model failed on this batch; see the server's log")
-        return JSONResponse([prediction.to_dict() for prediction in output])
+        predictor = self._predictor()
+        records = [
+            predictor.prediction(image, outputs).to_dict()
+            for image, outputs in zip(images, output, strict=True)
+        ]
+        return JSONResponse(records)
 
 
 # --- the server -------------------------------------------------------------------------------
@@ -620,7 +652,7 @@ def build_server(settings: ServeSettings) -> ls.LitServer:
     check_engine(settings)
     placement = _accelerator(settings)
     predictor = load_predictor(settings, "cpu")
-    spec = PredictSpec(settings, model_description(predictor, settings), predictor.transform)
+    spec = PredictSpec(settings, model_description(predictor, settings), predictor)
     api = AttributeAPI(settings, spec)
     server = ls.LitServer(
         api,

@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import os
+import pickle
 import queue
 import signal
 import socket
@@ -104,7 +105,9 @@ def test_images_are_prepared_in_the_http_process_as_predict_prepares_them(tmp_pa
     image = Image.new("RGB", (20, 50), (200, 30, 40))
     image.save(tmp_path / "person.png")
     data = (tmp_path / "person.png").read_bytes()
-    [(name, pixels, size)] = serve.prepare_images([("person.png", data)], transform)
+    prepared = serve.prepare_images([("person.png", data)], transform)
+    # The queue carries NumPy pixels (a tensor would go through shared memory).
+    [(name, pixels, size)] = serve.queued(prepared)
     assert (name, pixels.dtype, pixels.shape) == ("person.png", np.uint8, (3, 32, 16))
     assert size == (50, 20)
     assert np.array_equal(pixels, transform(image).numpy())
@@ -132,6 +135,20 @@ def test_answers_are_compressed_only_with_gzip(tmp_path, gzip):
     server = serve.build_server(serve.ServeSettings(str(checkpoint), device="cpu", gzip=gzip))
     kinds = [middleware.cls for middleware in server.app.user_middleware]
     assert (GZipMiddleware in kinds) is gzip
+
+
+def test_workers_get_the_spec_without_the_http_side_model(tmp_path):
+    """LitServe pickles the API and its spec into each spawned worker, which loads its own
+    model; the spec's predictor (for preparing and records) stays in the HTTP process."""
+    checkpoint = save_tiny_checkpoint(tmp_path / "model.safetensors")
+    server = serve.build_server(serve.ServeSettings(str(checkpoint), device="cpu"))
+    [api] = server.litapi_connector
+    spec = api.spec
+    assert spec.predictor is not None
+    sent = pickle.loads(pickle.dumps(spec))
+    assert sent.predictor is None
+    assert sent.description == spec.description
+    assert spec.predictor is not None  # the original keeps it
 
 
 def _record(message: str, error: BaseException) -> logging.LogRecord:
