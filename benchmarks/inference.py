@@ -123,6 +123,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--calibration-images", type=int, default=256, help="INT8 calibration images (256)"
     )
     parser.add_argument(
+        "--int8-first-conv",
+        action="store_true",
+        help="INT8 rows: quantise the first convolution too (pedattr export --int8-first-conv)",
+    )
+    parser.add_argument(
         "--no-accuracy", action="store_true", help="INT8 rows: skip the test mA of both files"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -247,6 +252,7 @@ def int8_files(args: argparse.Namespace, folder: Path) -> tuple[dict[str, Path],
         folder / "int8.onnx",
         calibration=args.calibration,
         calibration_images=args.calibration_images,
+        quantize_first_conv=args.int8_first_conv,
     )
     paths["int8"] = result.path
     info = {

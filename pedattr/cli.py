@@ -1286,7 +1286,7 @@ def _export(args: argparse.Namespace) -> int:
         raise ValueError(
             "nothing to write: give --onnx OUT.onnx, --exported-program OUT.pt2 or both"
         )
-    if args.int8 or args.calibration:
+    if args.int8 or args.calibration or args.int8_first_conv:
         _check_int8_options(args)
     model = load_model(args.checkpoint)  # read once for both exports
     if args.int8:
@@ -1300,6 +1300,7 @@ def _export(args: argparse.Namespace) -> int:
             opset=args.opset,
             input_dtype=args.input_dtype,
             check=not args.no_check,
+            quantize_first_conv=args.int8_first_conv,
         )
         print(format_onnx_description(describe_onnx(result.path)))
         print(format_int8_result(result))
@@ -1322,7 +1323,8 @@ def _export(args: argparse.Namespace) -> int:
 def _check_int8_options(args: argparse.Namespace) -> None:
     """--int8, --calibration and the float export's options go together or not at all."""
     if not args.int8:
-        raise ValueError("--calibration applies to --int8 (a statically quantised export)")
+        given = "--calibration" if args.calibration else "--int8-first-conv"
+        raise ValueError(f"{given} applies to --int8 (a statically quantised export)")
     if not args.calibration:
         raise ValueError(
             "--int8 needs --calibration DATA_DIR: a prepared dataset with the model's attributes "
@@ -1402,6 +1404,13 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
         default=256,
         metavar="N",
         help="with --int8: at most N validation images calibrate (at least 8; default 256)",
+    )
+    p.add_argument(
+        "--int8-first-conv",
+        action="store_true",
+        help="with --int8: quantise the first convolution too; faster on CPUs with VNNI "
+        "(AVX512-VNNI, AVX-VNNI), where BN-Inception gains most from it; it may cost accuracy, "
+        "so measure the file with pedattr eval (docs/export.md)",
     )
     p.set_defaults(func=_export)
 

@@ -12,8 +12,10 @@ graph optimisation).
 What stays float (``nodes_to_exclude``; recorded in the file's metadata under
 "quantization"), measured on the demo's model and data (docs/export.md):
 
-* the first convolution (3 input channels): quantising it cost 0.3 points of test mA, and on
-  this CPU its int8 kernel is no faster than the float one;
+* the first convolution (3 input channels), unless ``quantize_first_conv``: quantising it cost
+  0.2 to 0.4 points of test mA on the first demo model measured, and on a CPU without VNNI its
+  int8 kernel is no faster than the float one (with VNNI it is, and BN-Inception, whose first
+  convolution is large, gains most);
 * everything after the feature pyramid: the ALM heads (channel attention, the box regressor
   and its sigmoids, the sampler's matrix products, the classifiers), the global branch's
   classifier and the fusion. Their tensors are small, so quantising them saves no time (at
@@ -73,7 +75,8 @@ QUANTISED_PARTS = ("/model/backbone/", "/model/pyramid/")
 
 #: Why each group of nodes stays float; stored in the metadata with the nodes themselves.
 FLOAT_REASONS = {
-    "first_conv": "the first convolution (3 input channels): int8 costs accuracy and is no faster",
+    "first_conv": "the first convolution (3 input channels): int8 costs accuracy, and is no "
+    "faster on CPUs without VNNI",
     "heads": "after the feature pyramid (ALM heads: channel attention, box regressor, sampler, "
     "classifiers; the global classifier; the fusion and its sigmoids): small tensors, no time "
     "saved, and they set the boxes and probabilities directly",
@@ -160,10 +163,11 @@ class _CalibrationImages:
         return next(self._batches, None)
 
 
-def float_nodes(proto: Any) -> dict[str, list[str]]:
+def float_nodes(proto: Any, *, quantize_first_conv: bool = False) -> dict[str, list[str]]:
     """The nodes of a (pre-processed) float graph that stay float, by reason
-    (:data:`FLOAT_REASONS`): the first Conv, and every node outside :data:`QUANTISED_PARTS`
-    that is not the input's normalisation (which only feeds the first, float, convolution)."""
+    (:data:`FLOAT_REASONS`): the first Conv (unless ``quantize_first_conv``), and every node
+    outside :data:`QUANTISED_PARTS` that is not the input's normalisation (which only feeds the
+    first convolution)."""
     convs = [node.name for node in proto.graph.node if node.op_type == "Conv"]
     first = convs[:1]
     heads = [
@@ -171,6 +175,8 @@ def float_nodes(proto: Any) -> dict[str, list[str]]:
         for node in proto.graph.node
         if not node.name.startswith(QUANTISED_PARTS) and node.name not in first
     ]
+    if quantize_first_conv:
+        return {"heads": heads}
     return {"first_conv": first, "heads": heads}
 
 
@@ -266,6 +272,7 @@ def export_int8(
     input_dtype: str = "float32",
     check: bool = True,
     tolerance: float = INT8_TOLERANCE,
+    quantize_first_conv: bool = False,
 ) -> Int8Result:
     """Export a model to a statically quantised (INT8, QDQ) ONNX file.
 
@@ -283,6 +290,8 @@ def export_int8(
         check: check the float export against PyTorch and the INT8 model against the float
             one on validation images (stored in the metadata under "parity").
         tolerance: largest absolute probability difference to float32 the check accepts.
+        quantize_first_conv: quantise the first convolution too (faster on CPUs with VNNI;
+            check the accuracy with ``pedattr eval``).
 
     Raises:
         FileNotFoundError: ``calibration`` is not a prepared dataset.
@@ -310,7 +319,9 @@ def export_int8(
         )
         float_document = metadata_of(onnx.load(str(float_path)))
         _pre_process(float_path, work / "pre.onnx")
-        kept = float_nodes(onnx.load(str(work / "pre.onnx")))
+        kept = float_nodes(
+            onnx.load(str(work / "pre.onnx")), quantize_first_conv=quantize_first_conv
+        )
         excluded = [name for names in kept.values() for name in names]
         reader = _CalibrationImages(description, model, calibration_images, input_dtype)
         _quantize(work / "pre.onnx", work / "int8.onnx", reader, excluded)

@@ -61,6 +61,11 @@ def test_calibration_without_int8(checkpoint, data, tmp_path, capsys, no_export)
     _refused(capsys, argv, "--calibration applies to --int8")
 
 
+def test_first_conv_without_int8(checkpoint, tmp_path, capsys, no_export):
+    argv = _export(checkpoint, tmp_path / "q.onnx", "--int8-first-conv")
+    _refused(capsys, argv, "--int8-first-conv applies to --int8")
+
+
 def test_int8_with_a_fixed_batch(checkpoint, data, tmp_path, capsys, no_export):
     argv = _export(checkpoint, tmp_path / "q.onnx", "--int8", "--calibration", str(data))
     _refused(capsys, [*argv, "--batch", "2"], "--batch applies to the float export")

@@ -110,6 +110,23 @@ def test_float_nodes_are_recorded_and_stay_float(exported):
     assert quantised and all(weights[n] == "DequantizeLinear" for n in quantised)
 
 
+@pytest.mark.slow  # one more INT8 export
+def test_the_first_convolution_is_quantised_when_asked(exported, data, tmp_path, capsys):
+    out = tmp_path / "first.onnx"
+    args = ["export", "--checkpoint", str(exported["checkpoint"]), "--onnx", str(out), "--int8"]
+    assert main([*args, "--calibration", str(data), "--int8-first-conv"]) == 0
+    assert "kept float: heads (" in capsys.readouterr().out
+    recorded = read_onnx_metadata(out)["quantization"]["float_nodes"]
+    assert set(recorded) == {"heads"}
+    weights = _weight_producers(onnx.load(str(out)))
+    assert weights["/model/backbone/body/conv_stem/Conv"] == "DequantizeLinear"
+    assert all(weights.get(name) != "DequantizeLinear" for name in recorded["heads"]["nodes"])
+    images = _test_images(data)
+    want = OnnxModel(exported["float"]).run(images)["probabilities"]
+    got = OnnxModel(out).run(images)["probabilities"]
+    assert 0 < np.abs(got - want).max() <= PROBABILITY_TOLERANCE
+
+
 def test_metadata_keeps_the_model_and_records_the_calibration(exported, data):
     metadata = read_onnx_metadata(exported["int8"])
     reference = read_onnx_metadata(exported["float"])
