@@ -15,6 +15,7 @@ def test_outputs_match_the_files_written_before(tmp_path: Path) -> None:
     produced = produce(tmp_path)
     for name in FILES:
         expected = load_lines((GOLDEN / name).read_text())
-        # The thread count reorders float32 sums, which moves a box coordinate by some 1e-5 pixels;
-        # a change of behaviour moves it by far more.
-        assert_json_close(load_lines(produced[name]), expected, rel=1e-4, abs_=1e-4, where=name)
+        # The thread count and the CPU's float kernels (AVX2 or AVX-512) reorder float32 sums,
+        # which moves a box coordinate by up to some 2e-4 pixels; a change of behaviour moves it
+        # by far more.
+        assert_json_close(load_lines(produced[name]), expected, rel=1e-4, abs_=1e-3, where=name)
