@@ -70,7 +70,9 @@ from pedattr.inference.export import (  # noqa: E402
 )
 from pedattr.models.model import build_model  # noqa: E402
 
-ENGINES = ("eager", "compile", "onnxruntime", "int8")
+#: The engines timed by default; int8 joins them when --int8-checkpoint names a trained model.
+DEFAULT_ENGINES = ("eager", "compile", "onnxruntime")
+ENGINES = (*DEFAULT_ENGINES, "int8")
 MODELS = ("baseline", "alm")
 GOAL_RATIO = 0.85
 COMPILE_TOLERANCE = 1e-3
@@ -90,7 +92,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         choices=ENGINES,
         default=None,
-        help="engines to time (default all; --quick leaves out compile)",
+        help="engines to time (default eager, compile and onnxruntime, and int8 with "
+        "--int8-checkpoint; --quick leaves out compile)",
     )
     parser.add_argument("--repeats", type=int, default=None, help="timed calls (default 20)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls (default 3)")
@@ -135,7 +138,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = (
         dict(batches=[1, 8], repeats=5, warmup=1, engines=["eager", "onnxruntime"])
         if args.quick
-        else dict(batches=[1, 32], repeats=20, warmup=3, engines=list(ENGINES))
+        else dict(batches=[1, 32], repeats=20, warmup=3, engines=list(DEFAULT_ENGINES))
     )
     for key, value in defaults.items():
         if getattr(args, key) is None:
