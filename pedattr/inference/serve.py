@@ -478,7 +478,7 @@ class AttributeAPI(ls.LitAPI):
         height, width = self.predictor.input_size
         blank = torch.zeros(3, height, width, dtype=torch.uint8)
         image = PreparedImage("<warm-up>", blank, (height, width))
-        self.predictor.predict_prepared([image] * self.settings.max_batch_size)
+        self.predictor.forward_prepared([image] * self.settings.max_batch_size)
 
     def decode_request(self, request: list[QueuedImage], **kwargs: Any) -> list[PreparedImage]:
         return [
