@@ -85,6 +85,7 @@ from pedattr.inference.predictor import (
 )
 from pedattr.models.onnx_runtime import is_onnx_path
 from pedattr.utils.allocator import keep_freed_memory
+from pedattr.utils.kernels import keep_kernels_for_batch_sizes
 
 #: The engines ``--engine`` names: a PyTorch checkpoint, or an exported ``.onnx`` model.
 ENGINES = ("torch", "onnxruntime")
@@ -468,17 +469,23 @@ class AttributeAPI(ls.LitAPI):
         if threads is not None and device == "cpu" and self.settings.engine == "torch":
             torch.set_num_threads(threads)
         keep_freed_memory()  # batch sizes vary under load (docs/serve.md)
+        keep_kernels_for_batch_sizes(self.settings.max_batch_size)  # before the first forward
         self.predictor = load_predictor(self.settings, device)
-        self._warm_up()
+        self._warm_up(compile_every_size=device == "cpu" and self.settings.engine == "torch")
 
-    def _warm_up(self) -> None:
-        """One forward pass at the largest batch before the first request: the memory it
+    def _warm_up(self, compile_every_size: bool) -> None:
+        """Forward passes before the first request, the largest batch first: the memory it
         takes stays with the process (:func:`keep_freed_memory`), so that a full batch under
-        load finds its buffers ready instead of taking fresh pages from the system."""
+        load finds its buffers ready instead of taking fresh pages from the system. With
+        ``compile_every_size`` (PyTorch on the CPU), one pass at every smaller batch size too,
+        so that oneDNN has compiled the kernels of every batch the queue can make
+        (:func:`keep_kernels_for_batch_sizes`) before the service reports ready."""
         height, width = self.predictor.input_size
         blank = torch.zeros(3, height, width, dtype=torch.uint8)
         image = PreparedImage("<warm-up>", blank, (height, width))
-        self.predictor.forward_prepared([image] * self.settings.max_batch_size)
+        largest = self.settings.max_batch_size
+        for size in range(largest, 0, -1) if compile_every_size else [largest]:
+            self.predictor.forward_prepared([image] * size)
 
     def decode_request(self, request: list[QueuedImage], **kwargs: Any) -> list[PreparedImage]:
         return [

@@ -385,3 +385,24 @@ def test_onnxruntime_engine_serves_an_exported_model(served, tmp_path, monkeypat
     assert answer.status_code == 200, answer.text
     assert answer.json() == expected
     assert all(record["peaks"] == {} for record in expected)  # the graph has no activation maps
+
+
+class _RecordingPredictor:
+    """What the worker's warm-up uses of a Predictor, recording the batch sizes it runs."""
+
+    input_size = (8, 4)
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def forward_prepared(self, images: list) -> list:
+        self.sizes.append(len(images))
+        return []
+
+
+@pytest.mark.parametrize("every_size", [True, False])
+def test_the_warm_up_runs_the_largest_batch_first_and_on_the_cpu_every_size(every_size):
+    api = serve.AttributeAPI(serve.ServeSettings("m", max_batch_size=5), spec=None)
+    api.predictor = _RecordingPredictor()
+    api._warm_up(compile_every_size=every_size)
+    assert api.predictor.sizes == ([5, 4, 3, 2, 1] if every_size else [5])
