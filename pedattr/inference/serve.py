@@ -47,13 +47,14 @@ import logging
 import os
 import re
 import signal
+import threading
 import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from io import BytesIO
-from queue import Empty
+from queue import Empty, SimpleQueue
 from typing import Any, TypeVar
 
 import litserve as ls
@@ -86,6 +87,8 @@ from pedattr.inference.predictor import (
 from pedattr.models.onnx_runtime import is_onnx_path
 from pedattr.utils.allocator import keep_freed_memory
 from pedattr.utils.kernels import keep_kernels_for_batch_sizes
+
+_log = logging.getLogger(__name__)
 
 #: The engines ``--engine`` names: a PyTorch checkpoint, or an exported ``.onnx`` model.
 ENGINES = ("torch", "onnxruntime")
@@ -399,11 +402,74 @@ class GatheringLoop(BatchedLoop):
     request arrived while the worker was idle, it waits up to ``batch_timeout`` for others to
     join it (a burst of clients), then runs. Under load, batches grow by themselves: requests
     queue up while the model runs.
+
+    Each read from LitServe's queue and each answer written to it is a round trip to its
+    manager process. Threads of the worker make them while the model runs (:meth:`_relays`):
+    one sends the answers :meth:`put_response` leaves, so that they do not hold up the next
+    batch; and with ``prefetch`` (one worker: no other worker waits for the same requests)
+    one moves arrived requests into the worker, so that a finished batch finds the next
+    requests at hand.
     """
+
+    def __init__(self, prefetch: bool = True) -> None:
+        super().__init__()
+        self.prefetch = prefetch
+        # Made in the worker on first use: the loop is pickled to the worker without them.
+        self._arrived: SimpleQueue | None = None
+        self._leaving: SimpleQueue | None = None
+
+    def _relays(self, request_queue: Any, transport: Any) -> Any:
+        """The queue to gather from: the worker's own (prefetch) or LitServe's. The first call
+        starts the threads."""
+        if self._leaving is None:
+            self._leaving = SimpleQueue()
+            threading.Thread(target=self._send, args=(transport,), daemon=True).start()
+            if self.prefetch:
+                self._arrived = SimpleQueue()
+                threading.Thread(target=self._fetch, args=(request_queue,), daemon=True).start()
+        return self._arrived if self._arrived is not None else request_queue
+
+    def _fetch(self, request_queue: Any) -> None:
+        while True:
+            try:
+                item = request_queue.get(timeout=1.0)
+            except Empty:
+                continue
+            except (EOFError, OSError):  # the manager is gone: the server is stopping
+                item = _SENTINEL_VALUE
+            self._arrived.put(item)  # type: ignore[union-attr]
+            if item == _SENTINEL_VALUE:
+                return
+
+    def _send(self, transport: Any) -> None:
+        while True:
+            answer = self._leaving.get()  # type: ignore[union-attr]
+            try:
+                super().put_response(transport, *answer)
+            except (EOFError, OSError):  # the manager is gone: nobody to answer
+                return
+            except Exception:  # one answer that cannot be sent must not stop the others
+                _log.exception("could not send the answer to request %s", answer[1])
+
+    def put_response(
+        self,
+        transport: Any,
+        response_queue_id: int,
+        uid: str,
+        response_data: Any,
+        status: LitAPIStatus,
+        response_type: LoopResponseType,
+    ) -> None:
+        answer = (response_queue_id, uid, response_data, status, response_type)
+        if self._leaving is None:  # not gathering yet
+            super().put_response(transport, *answer)
+        else:
+            self._leaving.put(answer)
 
     def get_batch_requests(
         self, lit_api: ls.LitAPI, request_queue: Any, transport: Any
     ) -> tuple[list, list]:
+        request_queue = self._relays(request_queue, transport)
         payloads: list = []
         timed_out: list = []
         asked = time.monotonic()
@@ -456,7 +522,7 @@ class AttributeAPI(ls.LitAPI):
                 max_batch_size=settings.max_batch_size,
                 batch_timeout=settings.batch_timeout,
                 spec=spec,
-                loop=GatheringLoop(),
+                loop=GatheringLoop(prefetch=settings.workers == 1),
             )
         self.settings = settings
 

@@ -190,26 +190,45 @@ def _request(uid: str, queued_at: float | None = None) -> tuple:
     return (0, uid, time.monotonic() if queued_at is None else queued_at, [(uid, b"")])
 
 
-def _gather(api: _Api, requests_: queue.Queue) -> tuple[list[str], list[str], float]:
+class _Transport:
+    """What GatheringLoop's answers go to: LitServe's transport, recording what it is sent."""
+
+    def __init__(self) -> None:
+        self.sent: queue.Queue = queue.Queue()
+
+    def send(self, item: tuple, consumer_id: int) -> None:
+        self.sent.put((consumer_id, item))
+
+
+def _gather(
+    loop: serve.GatheringLoop, api: _Api, requests_: queue.Queue
+) -> tuple[list[str], list[str], float]:
     start = time.monotonic()
-    batch, timed_out = serve.GatheringLoop().get_batch_requests(api, requests_, None)
+    batch, timed_out = loop.get_batch_requests(api, requests_, _Transport())
     return [uid for _, uid, _ in batch], [uid for _, uid in timed_out], time.monotonic() - start
 
 
-def test_a_busy_worker_runs_what_queued_up_without_waiting():
+# One worker (prefetching requests into the worker) and several (reading LitServe's queue).
+GATHERING = pytest.mark.parametrize("prefetch", [True, False], ids=["prefetch", "no-prefetch"])
+
+
+@GATHERING
+def test_a_busy_worker_runs_what_queued_up_without_waiting(prefetch):
+    loop = serve.GatheringLoop(prefetch=prefetch)
     waiting = queue.Queue()
     for uid in "abcdef":
         waiting.put(_request(uid))
     time.sleep(0.01)  # queued before the worker asks: it was busy
-    taken, _, seconds = _gather(_Api(batch_timeout=5.0), waiting)
+    taken, _, seconds = _gather(loop, _Api(batch_timeout=5.0), waiting)
     assert taken == ["a", "b", "c", "d"]  # max_batch_size, at once
     assert seconds < 1.0
-    taken, _, seconds = _gather(_Api(batch_timeout=5.0), waiting)
+    taken, _, seconds = _gather(loop, _Api(batch_timeout=5.0), waiting)
     assert taken == ["e", "f"]  # what is left, without waiting for more
     assert seconds < 1.0
 
 
-def test_an_idle_worker_waits_the_batch_timeout_for_others_to_join():
+@GATHERING
+def test_an_idle_worker_waits_the_batch_timeout_for_others_to_join(prefetch):
     def arrive(requests_: queue.Queue) -> None:
         for uid in "xy":
             time.sleep(0.05)
@@ -219,22 +238,65 @@ def test_an_idle_worker_waits_the_batch_timeout_for_others_to_join():
         requests_: queue.Queue = queue.Queue()
         sender = threading.Thread(target=arrive, args=(requests_,))
         sender.start()
-        taken, _, _ = _gather(_Api(batch_timeout=timeout), requests_)
+        taken, _, _ = _gather(serve.GatheringLoop(prefetch), _Api(timeout), requests_)
         sender.join()
         assert taken == expected
 
 
-def test_gathering_answers_timed_out_requests_and_stops_at_the_sentinel():
+@GATHERING
+def test_gathering_answers_timed_out_requests_and_stops_at_the_sentinel(prefetch):
     from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
 
+    loop = serve.GatheringLoop(prefetch=prefetch)
     requests_: queue.Queue = queue.Queue()
     requests_.put(_request("old", queued_at=time.monotonic() - 60))
     requests_.put(_request("new"))
-    taken, timed_out, _ = _gather(_Api(batch_timeout=0.0), requests_)
+    taken, timed_out, _ = _gather(loop, _Api(batch_timeout=0.0), requests_)
     assert (taken, timed_out) == (["new"], ["old"])
     requests_.put(_SENTINEL_VALUE)
     with pytest.raises(_StopLoopError):
-        _gather(_Api(batch_timeout=0.0), requests_)
+        _gather(loop, _Api(batch_timeout=0.0), requests_)
+
+
+def test_prefetching_moves_requests_into_the_worker_while_it_is_busy():
+    loop = serve.GatheringLoop(prefetch=True)
+    requests_: queue.Queue = queue.Queue()
+    requests_.put(_request("first"))
+    assert _gather(loop, _Api(batch_timeout=0.0), requests_)[0] == ["first"]
+    for uid in "ab":  # arrive while the first batch runs
+        requests_.put(_request(uid))
+    deadline = time.monotonic() + 5
+    while not requests_.empty() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert requests_.empty()  # taken from LitServe's queue before the worker asked
+    assert _gather(loop, _Api(batch_timeout=0.0), requests_)[0] == ["a", "b"]
+
+
+def test_answers_leave_in_order_through_the_transport_without_holding_up_the_worker():
+    from litserve.utils import LitAPIStatus, LoopResponseType
+
+    loop = serve.GatheringLoop()
+    transport = _Transport()
+    requests_: queue.Queue = queue.Queue()
+    requests_.put(_request("a"))
+    loop.get_batch_requests(_Api(batch_timeout=0.0), requests_, transport)
+    for uid in ("a", "b", "c"):
+        loop.put_response(transport, 3, uid, [uid], LitAPIStatus.OK, LoopResponseType.REGULAR)
+    sent = [transport.sent.get(timeout=5) for _ in range(3)]
+    assert [(consumer, item[0], item[1][0]) for consumer, item in sent] == [
+        (3, "a", ["a"]),
+        (3, "b", ["b"]),
+        (3, "c", ["c"]),
+    ]
+
+
+def test_one_worker_prefetches_and_several_do_not():
+    def loop_of(workers: int) -> serve.GatheringLoop:
+        api = serve.AttributeAPI(serve.ServeSettings("m", workers=workers), spec=None)
+        return api.loop
+
+    assert loop_of(1).prefetch
+    assert not loop_of(2).prefetch
 
 
 # --- a running server -------------------------------------------------------------------------
@@ -406,3 +468,23 @@ def test_the_warm_up_runs_the_largest_batch_first_and_on_the_cpu_every_size(ever
     api.predictor = _RecordingPredictor()
     api._warm_up(compile_every_size=every_size)
     assert api.predictor.sizes == ([5, 4, 3, 2, 1] if every_size else [5])
+
+
+def test_an_answer_that_cannot_be_sent_does_not_stop_the_others(caplog):
+    from litserve.utils import LitAPIStatus, LoopResponseType
+
+    class Unsendable(_Transport):
+        def send(self, item: tuple, consumer_id: int) -> None:
+            if item[0] == "bad":
+                raise TypeError("cannot pickle this")
+            super().send(item, consumer_id)
+
+    loop = serve.GatheringLoop()
+    transport = Unsendable()
+    requests_: queue.Queue = queue.Queue()
+    requests_.put(_request("a"))
+    loop.get_batch_requests(_Api(batch_timeout=0.0), requests_, transport)
+    for uid in ("bad", "good"):
+        loop.put_response(transport, 0, uid, [], LitAPIStatus.OK, LoopResponseType.REGULAR)
+    assert transport.sent.get(timeout=5)[1][0] == "good"
+    assert "could not send the answer to request bad" in caplog.text
