@@ -42,9 +42,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import os
+import pickle
 import re
 import signal
 import threading
@@ -417,19 +419,23 @@ class GatheringLoop(BatchedLoop):
         # Made in the worker on first use: the loop is pickled to the worker without them.
         self._arrived: SimpleQueue | None = None
         self._leaving: SimpleQueue | None = None
+        self._sender: threading.Thread | None = None
 
     def _relays(self, request_queue: Any, transport: Any) -> Any:
         """The queue to gather from: the worker's own (prefetch) or LitServe's. The first call
         starts the threads."""
-        if self._leaving is None:
+        if self._sender is None:
             self._leaving = SimpleQueue()
-            threading.Thread(target=self._send, args=(transport,), daemon=True).start()
+            self._sender = threading.Thread(target=self._send, args=(transport,), daemon=True)
+            self._sender.start()
             if self.prefetch:
                 self._arrived = SimpleQueue()
                 threading.Thread(target=self._fetch, args=(request_queue,), daemon=True).start()
         return self._arrived if self._arrived is not None else request_queue
 
     def _fetch(self, request_queue: Any) -> None:
+        """Move requests into the worker; anything that stops this thread goes there too, so
+        that the loop ends (the sentinel) or fails (an error) as it would reading the queue."""
         while True:
             try:
                 item = request_queue.get(timeout=1.0)
@@ -437,19 +443,36 @@ class GatheringLoop(BatchedLoop):
                 continue
             except (EOFError, OSError):  # the manager is gone: the server is stopping
                 item = _SENTINEL_VALUE
+            except BaseException as error:  # raised again in the loop, which then fails
+                item = error
             self._arrived.put(item)  # type: ignore[union-attr]
-            if item == _SENTINEL_VALUE:
+            if item == _SENTINEL_VALUE or isinstance(item, BaseException):
                 return
 
     def _send(self, transport: Any) -> None:
-        while True:
-            answer = self._leaving.get()  # type: ignore[union-attr]
+        """Send the answers :meth:`put_response` leaves, in order, until ``None``."""
+        while (answer := self._leaving.get()) is not None:  # type: ignore[union-attr]
             try:
                 super().put_response(transport, *answer)
             except (EOFError, OSError):  # the manager is gone: nobody to answer
                 return
-            except Exception:  # one answer that cannot be sent must not stop the others
+            except Exception:  # its client is answered 500; the other answers still leave
                 _log.exception("could not send the answer to request %s", answer[1])
+                self._send_failure(transport, *answer[:2], answer[4])
+
+    def _send_failure(
+        self, transport: Any, response_queue_id: int, uid: str, response_type: Any
+    ) -> None:
+        error = pickle.dumps(RuntimeError("the answer could not be sent; see the server's log"))
+        status = LitAPIStatus.ERROR
+        with contextlib.suppress(Exception):  # nothing else to tell that client
+            super().put_response(transport, response_queue_id, uid, error, status, response_type)
+
+    def _stop_sending(self) -> None:
+        """Let the answers already left leave before the loop ends (at most a few seconds)."""
+        if self._sender is not None:
+            self._leaving.put(None)  # type: ignore[union-attr]
+            self._sender.join(timeout=5.0)
 
     def put_response(
         self,
@@ -479,10 +502,13 @@ class GatheringLoop(BatchedLoop):
             return payloads, timed_out
         # LitServe stamps requests with time.monotonic() in the HTTP process (one clock for
         # every process of the machine); a request stamped before we asked was waiting.
-        waiting = item != _SENTINEL_VALUE and item[2] <= asked
+        waiting = isinstance(item, tuple) and item != _SENTINEL_VALUE and item[2] <= asked
         deadline = time.monotonic() + (0.0 if waiting else lit_api.batch_timeout)
         while True:
+            if isinstance(item, BaseException):  # what stopped the prefetching thread
+                raise item
             if item == _SENTINEL_VALUE:
+                self._stop_sending()
                 raise _StopLoopError()
             self._take(lit_api, item, payloads, timed_out, transport)
             if len(payloads) >= lit_api.max_batch_size:

@@ -272,22 +272,73 @@ def test_prefetching_moves_requests_into_the_worker_while_it_is_busy():
     assert _gather(loop, _Api(batch_timeout=0.0), requests_)[0] == ["a", "b"]
 
 
-def test_answers_leave_in_order_through_the_transport_without_holding_up_the_worker():
+def _gathering(transport: _Transport, prefetch: bool = True) -> serve.GatheringLoop:
+    """A loop that has gathered one batch, so that its threads run."""
+    loop = serve.GatheringLoop(prefetch=prefetch)
+    requests_: queue.Queue = queue.Queue()
+    requests_.put(_request("first"))
+    loop.get_batch_requests(_Api(batch_timeout=0.0), requests_, transport)
+    return loop
+
+
+class _SlowTransport(_Transport):
+    """Sends only once ``go`` is set, as a manager process busy elsewhere would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+
+    def send(self, item: tuple, consumer_id: int) -> None:
+        self.go.wait(timeout=10)
+        super().send(item, consumer_id)
+
+
+def test_answers_leave_in_order_without_holding_up_the_worker():
     from litserve.utils import LitAPIStatus, LoopResponseType
 
-    loop = serve.GatheringLoop()
-    transport = _Transport()
-    requests_: queue.Queue = queue.Queue()
-    requests_.put(_request("a"))
-    loop.get_batch_requests(_Api(batch_timeout=0.0), requests_, transport)
+    transport = _SlowTransport()
+    loop = _gathering(transport)
+    start = time.monotonic()
     for uid in ("a", "b", "c"):
         loop.put_response(transport, 3, uid, [uid], LitAPIStatus.OK, LoopResponseType.REGULAR)
+    assert time.monotonic() - start < 1.0  # the worker goes on while the transport is busy
+    assert transport.sent.empty()
+    transport.go.set()
     sent = [transport.sent.get(timeout=5) for _ in range(3)]
     assert [(consumer, item[0], item[1][0]) for consumer, item in sent] == [
         (3, "a", ["a"]),
         (3, "b", ["b"]),
         (3, "c", ["c"]),
     ]
+
+
+@GATHERING
+def test_answers_left_before_the_sentinel_leave_before_the_loop_stops(prefetch):
+    from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
+    from litserve.utils import LitAPIStatus, LoopResponseType
+
+    transport = _SlowTransport()
+    loop = serve.GatheringLoop(prefetch=prefetch)
+    requests_: queue.Queue = queue.Queue()
+    requests_.put(_request("a"))
+    loop.get_batch_requests(_Api(batch_timeout=0.0), requests_, transport)
+    for uid in ("a", "b"):
+        loop.put_response(transport, 0, uid, [], LitAPIStatus.OK, LoopResponseType.REGULAR)
+    threading.Timer(0.2, transport.go.set).start()
+    requests_.put(_SENTINEL_VALUE)
+    with pytest.raises(_StopLoopError):
+        loop.get_batch_requests(_Api(batch_timeout=0.0), requests_, transport)
+    assert [transport.sent.get_nowait()[1][0] for _ in range(2)] == ["a", "b"]
+
+
+def test_an_error_reading_the_queue_fails_the_worker_loop_as_without_prefetching():
+    class Broken(queue.Queue):
+        def get(self, block: bool = True, timeout: float | None = None) -> tuple:
+            raise RuntimeError("the manager answered nonsense")
+
+    loop = serve.GatheringLoop(prefetch=True)
+    with pytest.raises(RuntimeError, match="nonsense"):
+        loop.get_batch_requests(_Api(batch_timeout=0.0), Broken(), _Transport())
 
 
 def test_one_worker_prefetches_and_several_do_not():
@@ -470,21 +521,45 @@ def test_the_warm_up_runs_the_largest_batch_first_and_on_the_cpu_every_size(ever
     assert api.predictor.sizes == ([5, 4, 3, 2, 1] if every_size else [5])
 
 
-def test_an_answer_that_cannot_be_sent_does_not_stop_the_others(caplog):
+def test_an_answer_that_cannot_be_sent_is_answered_500_and_the_others_leave(caplog):
     from litserve.utils import LitAPIStatus, LoopResponseType
 
     class Unsendable(_Transport):
         def send(self, item: tuple, consumer_id: int) -> None:
-            if item[0] == "bad":
+            uid, (_, status, _, _) = item
+            if uid == "bad" and status == LitAPIStatus.OK:
                 raise TypeError("cannot pickle this")
             super().send(item, consumer_id)
 
-    loop = serve.GatheringLoop()
     transport = Unsendable()
-    requests_: queue.Queue = queue.Queue()
-    requests_.put(_request("a"))
-    loop.get_batch_requests(_Api(batch_timeout=0.0), requests_, transport)
+    loop = _gathering(transport)
     for uid in ("bad", "good"):
         loop.put_response(transport, 0, uid, [], LitAPIStatus.OK, LoopResponseType.REGULAR)
-    assert transport.sent.get(timeout=5)[1][0] == "good"
+    sent = {item[0]: item[1][1] for _, item in (transport.sent.get(timeout=5) for _ in range(2))}
+    assert sent == {"bad": LitAPIStatus.ERROR, "good": LitAPIStatus.OK}
     assert "could not send the answer to request bad" in caplog.text
+
+
+@pytest.mark.parametrize(("device", "every_size"), [("cpu", True), ("cuda", False)])
+def test_the_worker_sets_the_kernel_cache_before_it_loads_the_model(
+    monkeypatch, device, every_size
+):
+    from pedattr.utils.kernels import CAPACITY_VARIABLE, OLD_CAPACITY_VARIABLE
+
+    monkeypatch.delenv(CAPACITY_VARIABLE, raising=False)
+    monkeypatch.delenv(OLD_CAPACITY_VARIABLE, raising=False)
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))  # threads left alone
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # the worker's SIGINT setting
+    seen = {}
+
+    def load(settings: serve.ServeSettings, on: str) -> _RecordingPredictor:
+        seen["capacity"] = os.environ.get(CAPACITY_VARIABLE)
+        return _RecordingPredictor()
+
+    monkeypatch.setattr(serve, "load_predictor", load)
+    api = serve.AttributeAPI(serve.ServeSettings("m", max_batch_size=10), spec=None)
+    api.setup(device)
+    assert seen["capacity"] == "1280"  # 128 kernels per batch size
+    assert api.predictor.sizes == (list(range(10, 0, -1)) if every_size else [10])

@@ -8,7 +8,11 @@ import sys
 
 import pytest
 
-from pedattr.utils.kernels import CAPACITY_VARIABLE, keep_kernels_for_batch_sizes
+from pedattr.utils.kernels import (
+    CAPACITY_VARIABLE,
+    OLD_CAPACITY_VARIABLE,
+    keep_kernels_for_batch_sizes,
+)
 
 # Thirty convolutions of different widths (oneDNN shares a kernel between layers of one shape)
 # run at 40 batch sizes, twice: more kernels than oneDNN keeps by default.
@@ -40,6 +44,7 @@ def _second_pass(mode: str) -> tuple[int, int]:
     """(kernels found in the cache, kernels compiled again) in the probe's second pass."""
     env = {**os.environ, "ONEDNN_VERBOSE": "2"}
     env.pop(CAPACITY_VARIABLE, None)
+    env.pop(OLD_CAPACITY_VARIABLE, None)
     answer = subprocess.run(
         [sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True, env=env
     )
@@ -58,9 +63,14 @@ def test_the_kernels_of_every_batch_size_stay_compiled_only_when_asked():
 
 def test_the_capacity_grows_with_the_batch_size_and_a_users_setting_stays(monkeypatch):
     monkeypatch.delenv(CAPACITY_VARIABLE, raising=False)
+    monkeypatch.delenv(OLD_CAPACITY_VARIABLE, raising=False)
     assert keep_kernels_for_batch_sizes(32) == 4096
     assert os.environ[CAPACITY_VARIABLE] == "4096"
     monkeypatch.delenv(CAPACITY_VARIABLE)
     assert keep_kernels_for_batch_sizes(1) == 1024  # never below oneDNN's own default
     monkeypatch.setenv(CAPACITY_VARIABLE, "300")
     assert keep_kernels_for_batch_sizes(32) == 300
+    monkeypatch.delenv(CAPACITY_VARIABLE)
+    monkeypatch.setenv(OLD_CAPACITY_VARIABLE, "0")  # the older name, read when the new is unset
+    assert keep_kernels_for_batch_sizes(32) == 0
+    assert CAPACITY_VARIABLE not in os.environ
