@@ -1171,8 +1171,8 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
         help="serve a model over HTTP with dynamic batching (LitServe)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="""\
-Serve a checkpoint (or, with --engine onnxruntime, an exported .onnx model)
-over HTTP on LitServe, which gathers concurrent requests into batches.
+Serve a checkpoint, or an exported .onnx model (on onnxruntime), over HTTP
+on LitServe, which gathers concurrent requests into batches.
 Needs `pip install 'pedattr[serve]'`.
 
   POST /predict  images as multipart file fields named `image`, or JSON
@@ -1190,14 +1190,12 @@ examples:
   pedattr serve --checkpoint CKPT --device cuda --max-batch-size 64 --port 8080
   curl -F image=@person.jpg http://127.0.0.1:8000/predict""",
     )
-    _add_checkpoint_option(
-        p, purpose="a model, or with --engine onnxruntime a .onnx file `pedattr export` wrote"
-    )
+    _add_checkpoint_option(p, purpose="a model, or a .onnx file `pedattr export` wrote")
     p.add_argument(
         "--engine",
-        default="torch",
         choices=("torch", "onnxruntime"),
-        help="torch: a checkpoint; onnxruntime: an exported .onnx model (default torch)",
+        help="torch runs a checkpoint, onnxruntime an exported .onnx model (default: the one "
+        "that runs CKPT)",
     )
     p.add_argument(
         "--host",

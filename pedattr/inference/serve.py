@@ -112,7 +112,8 @@ class ServeSettings:
     Attributes:
         checkpoint: the model: a pedattr checkpoint (engine torch) or an exported ``.onnx``
             file (engine onnxruntime).
-        engine: "torch" or "onnxruntime".
+        engine: "torch" or "onnxruntime"; None (the default): the one that runs
+            ``checkpoint``, onnxruntime for a ``.onnx`` file and torch otherwise.
         device: "auto", "cpu", "cuda" or "cuda:N".
         thresholds: "default" (0.5) or "calibrated" (stored in the checkpoint).
         workers: inference worker processes, each with its own copy of the model.
@@ -133,7 +134,7 @@ class ServeSettings:
     """
 
     checkpoint: str
-    engine: str = "torch"
+    engine: str | None = None
     device: str = "auto"
     thresholds: str = "default"
     workers: int = 1
@@ -146,6 +147,11 @@ class ServeSettings:
     timeout: float = 30.0
     threads: int | None = None
     gzip: bool = False
+
+    def __post_init__(self) -> None:
+        if self.engine is None:
+            engine = "onnxruntime" if is_onnx_path(self.checkpoint) else "torch"
+            object.__setattr__(self, "engine", engine)  # frozen: set once, here
 
 
 class BadRequest(Exception):
@@ -716,13 +722,15 @@ class PredictSpec(LitSpec):
 
 
 def check_engine(settings: ServeSettings) -> None:
-    """Refuse an engine that does not run this model file, naming both."""
+    """Refuse an engine that does not run this model file, naming both (an engine given
+    explicitly: by default the file decides)."""
     if settings.engine not in ENGINES:
         raise ValueError(f"--engine must be one of {', '.join(ENGINES)}, got {settings.engine!r}")
     onnx = is_onnx_path(settings.checkpoint)
     if settings.engine == "torch" and onnx:
         raise ValueError(
-            f"{settings.checkpoint}: an exported ONNX model; serve it with --engine onnxruntime"
+            f"{settings.checkpoint}: an exported ONNX model runs on --engine onnxruntime (the "
+            "default for a .onnx file), not torch"
         )
     if settings.engine == "onnxruntime" and not onnx:
         raise ValueError(

@@ -121,10 +121,13 @@ def test_images_are_prepared_in_the_http_process_as_predict_prepares_them(tmp_pa
 
 
 def test_the_engine_must_suit_the_model_file():
+    assert serve.ServeSettings("model.safetensors").engine == "torch"
+    assert serve.ServeSettings("model.onnx").engine == "onnxruntime"
     serve.check_engine(serve.ServeSettings("model.safetensors"))
+    serve.check_engine(serve.ServeSettings("model.onnx"))
     serve.check_engine(serve.ServeSettings("model.onnx", engine="onnxruntime"))
-    with pytest.raises(ValueError, match="model.onnx: an exported ONNX model; serve it with"):
-        serve.check_engine(serve.ServeSettings("model.onnx"))
+    with pytest.raises(ValueError, match="model.onnx: an exported ONNX model runs on --engine"):
+        serve.check_engine(serve.ServeSettings("model.onnx", engine="torch"))
     with pytest.raises(ValueError, match="runs an exported .onnx model; export one with"):
         serve.check_engine(serve.ServeSettings("model.safetensors", engine="onnxruntime"))
 
@@ -484,7 +487,7 @@ def test_onnxruntime_engine_serves_an_exported_model(served, tmp_path, monkeypat
     model = export_onnx(served.checkpoint, tmp_path / "model.onnx")
     names = write_images(tmp_path / "images", 3, seed=3)
     expected = predict_json(model, tmp_path / "images", names, monkeypatch, capsys)
-    process, url = start_server(model, "--engine", "onnxruntime")
+    process, url = start_server(model)  # a .onnx file: onnxruntime without --engine
     try:
         described = requests.get(f"{url}/model", timeout=10).json()
         answer = requests.post(
