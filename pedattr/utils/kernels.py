@@ -16,7 +16,7 @@ ONEDNN_DEFAULT_CAPACITY = 1024
 KERNELS_PER_BATCH_SIZE = 128
 
 
-def keep_kernels_for_batch_sizes(max_batch_size: int) -> int:
+def keep_kernels_for_batch_sizes(max_batch_size: int) -> str:
     """Let oneDNN keep the kernels of every batch size from 1 to ``max_batch_size``.
 
     PyTorch runs convolutions on the CPU through oneDNN, which compiles a kernel for each
@@ -27,11 +27,12 @@ def keep_kernels_for_batch_sizes(max_batch_size: int) -> int:
     oneDNN's names) is kept.
 
     Returns:
-        The capacity oneDNN will read.
+        The setting oneDNN will read, as the environment holds it. A user's value is passed on
+        unread: oneDNN and PyTorch run with one that is not a number, and so must the caller.
     """
     for name in (CAPACITY_VARIABLE, OLD_CAPACITY_VARIABLE):
         if name in os.environ:
-            return int(os.environ[name])
+            return os.environ[name]
     wanted = max(ONEDNN_DEFAULT_CAPACITY, KERNELS_PER_BATCH_SIZE * max_batch_size)
     os.environ[CAPACITY_VARIABLE] = str(wanted)
-    return wanted
+    return os.environ[CAPACITY_VARIABLE]

@@ -64,13 +64,17 @@ def test_the_kernels_of_every_batch_size_stay_compiled_only_when_asked():
 def test_the_capacity_grows_with_the_batch_size_and_a_users_setting_stays(monkeypatch):
     monkeypatch.delenv(CAPACITY_VARIABLE, raising=False)
     monkeypatch.delenv(OLD_CAPACITY_VARIABLE, raising=False)
-    assert keep_kernels_for_batch_sizes(32) == 4096
+    assert keep_kernels_for_batch_sizes(32) == "4096"
     assert os.environ[CAPACITY_VARIABLE] == "4096"
     monkeypatch.delenv(CAPACITY_VARIABLE)
-    assert keep_kernels_for_batch_sizes(1) == 1024  # never below oneDNN's own default
+    assert keep_kernels_for_batch_sizes(1) == "1024"  # never below oneDNN's own default
     monkeypatch.setenv(CAPACITY_VARIABLE, "300")
-    assert keep_kernels_for_batch_sizes(32) == 300
+    assert keep_kernels_for_batch_sizes(32) == "300"
+    # Not a number: PyTorch runs with it, so the service must start with it too.
+    monkeypatch.setenv(CAPACITY_VARIABLE, "lots")
+    assert keep_kernels_for_batch_sizes(32) == "lots"
+    assert os.environ[CAPACITY_VARIABLE] == "lots"
     monkeypatch.delenv(CAPACITY_VARIABLE)
     monkeypatch.setenv(OLD_CAPACITY_VARIABLE, "0")  # the older name, read when the new is unset
-    assert keep_kernels_for_batch_sizes(32) == 0
+    assert keep_kernels_for_batch_sizes(32) == "0"
     assert CAPACITY_VARIABLE not in os.environ
