@@ -275,13 +275,15 @@ def test_prefetching_moves_requests_into_the_worker_while_it_is_busy():
     assert _gather(loop, _Api(batch_timeout=0.0), requests_)[0] == ["a", "b"]
 
 
-def _gathering(transport: _Transport, prefetch: bool = True) -> serve.GatheringLoop:
-    """A loop that has gathered one batch, so that its threads run."""
+def _gathering(
+    transport: _Transport, prefetch: bool = True
+) -> tuple[serve.GatheringLoop, queue.Queue]:
+    """A loop that has gathered one batch, so that its threads run, and the queue it reads."""
     loop = serve.GatheringLoop(prefetch=prefetch)
     requests_: queue.Queue = queue.Queue()
     requests_.put(_request("first"))
     loop.get_batch_requests(_Api(batch_timeout=0.0), requests_, transport)
-    return loop
+    return loop, requests_
 
 
 class _SlowTransport(_Transport):
@@ -300,7 +302,7 @@ def test_answers_leave_in_order_without_holding_up_the_worker():
     from litserve.utils import LitAPIStatus, LoopResponseType
 
     transport = _SlowTransport()
-    loop = _gathering(transport)
+    loop, _ = _gathering(transport)
     start = time.monotonic()
     for uid in ("a", "b", "c"):
         loop.put_response(transport, 3, uid, [uid], LitAPIStatus.OK, LoopResponseType.REGULAR)
@@ -321,10 +323,7 @@ def test_answers_left_before_the_sentinel_leave_before_the_loop_stops(prefetch):
     from litserve.utils import LitAPIStatus, LoopResponseType
 
     transport = _SlowTransport()
-    loop = serve.GatheringLoop(prefetch=prefetch)
-    requests_: queue.Queue = queue.Queue()
-    requests_.put(_request("a"))
-    loop.get_batch_requests(_Api(batch_timeout=0.0), requests_, transport)
+    loop, requests_ = _gathering(transport, prefetch)
     for uid in ("a", "b"):
         loop.put_response(transport, 0, uid, [], LitAPIStatus.OK, LoopResponseType.REGULAR)
     threading.Timer(0.2, transport.go.set).start()
@@ -535,7 +534,7 @@ def test_an_answer_that_cannot_be_sent_is_answered_500_and_the_others_leave(capl
             super().send(item, consumer_id)
 
     transport = Unsendable()
-    loop = _gathering(transport)
+    loop, _ = _gathering(transport)
     for uid in ("bad", "good"):
         loop.put_response(transport, 0, uid, [], LitAPIStatus.OK, LoopResponseType.REGULAR)
     sent = {item[0]: item[1][1] for _, item in (transport.sent.get(timeout=5) for _ in range(2))}
